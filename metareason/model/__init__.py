@@ -1,0 +1,20 @@
+"""The decoder-only transformer (Qwen2/Qwen2.5, Llama 3, Qwen3) as pure functions over a params pytree.
+
+    config = ModelConfig(family="qwen2", vocab_size=..., ...)   # or ModelConfig.from_hf_config(json)
+    params = init(config, jax.random.key(0))                      # or load_hf_checkpoint(path)
+    out = apply(params, tokens, config=config)                    # out.logits: float32[B, S, V]
+"""
+
+from metareason.model.cache import KVCache, init_cache
+from metareason.model.config import FAMILIES, REMAT_POLICIES, ConfigError, ModelConfig, RopeScaling
+from metareason.model.hf import CheckpointError, hf_tensor_names, load_hf_checkpoint, save_hf_checkpoint
+from metareason.model.params import ParamsError, check_params, flatten, init, param_shapes, unflatten
+from metareason.model.transformer import InputError, ModelOutput, apply, rms_norm, segment_positions
+
+__all__ = [
+    "ModelConfig", "RopeScaling", "ConfigError", "FAMILIES", "REMAT_POLICIES",
+    "init", "param_shapes", "check_params", "ParamsError", "flatten", "unflatten",
+    "apply", "ModelOutput", "InputError", "segment_positions", "rms_norm",
+    "KVCache", "init_cache",
+    "load_hf_checkpoint", "save_hf_checkpoint", "hf_tensor_names", "CheckpointError",
+]

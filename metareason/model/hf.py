@@ -1,0 +1,243 @@
+"""Hugging Face checkpoints: config.json + safetensors (one file, or shards with an index).
+
+`load_hf_checkpoint(path)` reads a directory that `transformers` wrote (or one downloaded from
+the Hub) into `(ModelConfig, params)`; `save_hf_checkpoint(path, config, params)` writes one
+that `transformers.AutoModelForCausalLM.from_pretrained` loads. Every name and shape is
+checked against the config before any tensor data is read. Pickle files are never opened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from metareason.model.config import ModelConfig
+from metareason.model.params import _layout, check_params, flatten, unflatten
+
+__all__ = ["CheckpointError", "load_hf_checkpoint", "save_hf_checkpoint", "hf_tensor_names"]
+
+_IGNORED_TENSOR_SUFFIXES = ("rotary_emb.inv_freq",)  # non-persistent buffers some old exports kept
+_NP_DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64,
+              "bfloat16": ml_dtypes.bfloat16}
+
+
+class CheckpointError(ValueError):
+    """A directory that is not a usable Hugging Face checkpoint (one line, names the culprit)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    """How one of our leaves maps to HF tensors. `hf` has one name, or one per layer ({i})."""
+
+    ours: str
+    hf: str
+    shape: tuple[int, ...]  # our shape without the layer axis
+    n_in: int | None  # kernels: how many leading axes of ours are the matmul input; else None
+
+    def hf_shape(self) -> tuple[int, ...]:
+        if self.n_in is None:
+            return (int(np.prod(self.shape)),) if self.ours.endswith("bias") else self.shape
+        return (int(np.prod(self.shape[self.n_in:])), int(np.prod(self.shape[:self.n_in])))
+
+    def to_ours(self, w: np.ndarray) -> np.ndarray:
+        return (w.T if self.n_in is not None else w).reshape(self.shape)
+
+    def to_hf(self, x: np.ndarray) -> np.ndarray:
+        if self.n_in is None:
+            return x.reshape(self.hf_shape())
+        return np.ascontiguousarray(x.reshape(int(np.prod(self.shape[:self.n_in])), -1).T)
+
+
+def _entries(config: ModelConfig) -> list[_Entry]:
+    out = []
+    for path, (shape, _) in _layout(config).items():
+        parts = path.split("/")
+        leaf = parts[-1]
+        if path == "embed_tokens/embedding":
+            out.append(_Entry(path, "model.embed_tokens.weight", shape, None))
+        elif path == "lm_head/kernel":
+            out.append(_Entry(path, "lm_head.weight", shape, 1))
+        elif path == "norm/scale":
+            out.append(_Entry(path, "model.norm.weight", shape, None))
+        else:  # layers/<module...>/<leaf>
+            module = ".".join(parts[1:-1])
+            suffix = "bias" if leaf == "bias" else "weight"
+            n_in = None
+            if leaf == "kernel":
+                n_in = 2 if module.endswith("o_proj") else 1
+            out.append(_Entry(path, f"model.layers.{{i}}.{module}.{suffix}", shape[1:], n_in))
+    return out
+
+
+def hf_tensor_names(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor name a Hugging Face checkpoint of `config` holds, with its shape."""
+    names = {}
+    for e in _entries(config):
+        if "{i}" in e.hf:
+            for i in range(config.num_layers):
+                names[e.hf.format(i=i)] = e.hf_shape()
+        else:
+            names[e.hf] = e.hf_shape()
+    return names
+
+
+def _weight_files(path: Path) -> dict[str, Path]:
+    """Tensor name -> safetensors file, from the index if there is one."""
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as err:
+            raise CheckpointError(f"{index}: not a valid safetensors index ({err})") from None
+        files = {name: path / fname for name, fname in weight_map.items()}
+        for f in sorted(set(files.values())):
+            if not f.exists():
+                raise CheckpointError(f"{index} names shard {f.name}, which is missing")
+        return files
+    shards = sorted(path.glob("*.safetensors"))
+    if not shards:
+        pickles = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt*")]
+        if pickles:
+            raise CheckpointError(f"{path} holds only pickle weights ({pickles[0]}); metareason reads "
+                                  "safetensors only (convert with transformers' save_pretrained)")
+        raise CheckpointError(f"{path} has no *.safetensors weights")
+    files = {}
+    for shard in shards:
+        with safe_open(shard, "numpy") as f:
+            for name in f.keys():
+                files[name] = shard
+    return files
+
+
+def load_hf_checkpoint(path: str | os.PathLike, **config_overrides) -> tuple[ModelConfig, dict[str, Any]]:
+    """Reads a Hugging Face checkpoint directory into `(config, params)`.
+
+    Params are stored as `config.param_dtype`: by default the checkpoint's own `dtype`
+    (`torch_dtype`) when it is a float type we support, else float32; override with
+    `param_dtype=...` (and `compute_dtype=...`, `remat=...`).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"not a checkpoint directory: {path} does not exist or is not a directory")
+    cfg_file = path / "config.json"
+    if not cfg_file.exists():
+        raise CheckpointError(f"not a Hugging Face checkpoint directory: {path} has no config.json")
+    try:
+        hf = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{cfg_file}: invalid JSON ({err})") from None
+    stored = hf.get("dtype") or hf.get("torch_dtype")
+    default_dtype = stored if stored in _NP_DTYPES else "float32"
+    config_overrides.setdefault("param_dtype", default_dtype)
+    config_overrides.setdefault("compute_dtype", config_overrides["param_dtype"])
+    config = ModelConfig.from_hf_config(hf, **config_overrides)
+
+    files = _weight_files(path)
+    files = {n: f for n, f in files.items() if not n.endswith(_IGNORED_TENSOR_SUFFIXES)}
+    expected = hf_tensor_names(config)
+    if config.tie_word_embeddings and "lm_head.weight" in files:
+        files.pop("lm_head.weight")  # a tied head saved anyway: the embedding is the head
+    missing = sorted(set(expected) - set(files))
+    if missing:
+        raise CheckpointError(f"{path}: missing tensor {missing[0]!r} (expected shape {expected[missing[0]]})"
+                              + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+    extra = sorted(set(files) - set(expected))
+    if extra:
+        raise CheckpointError(f"{path}: unexpected tensor {extra[0]!r} for a {config.family} model of this config"
+                              + (f" and {len(extra) - 1} more" if len(extra) > 1 else ""))
+    handles = {}
+    try:
+        for f in sorted(set(files.values())):
+            handles[f] = safe_open(f, "numpy")
+        for name, shape in expected.items():
+            found = tuple(handles[files[name]].get_slice(name).get_shape())
+            if found != shape:
+                raise CheckpointError(f"{path}: tensor {name!r} has shape {found}, expected {shape}")
+        dtype = _NP_DTYPES[config.param_dtype]
+        flat = {}
+        for e in _entries(config):
+            if "{i}" in e.hf:
+                stacked = np.empty((config.num_layers, *e.shape), dtype)
+                for i in range(config.num_layers):
+                    name = e.hf.format(i=i)
+                    stacked[i] = e.to_ours(handles[files[name]].get_tensor(name)).astype(dtype)
+                flat[e.ours] = jnp.asarray(stacked)
+            else:
+                flat[e.ours] = jnp.asarray(e.to_ours(handles[files[e.hf]].get_tensor(e.hf)).astype(dtype))
+    finally:
+        for h in handles.values():
+            h.__exit__(None, None, None)
+    return config, unflatten(flat)
+
+
+def _hf_tensors(config: ModelConfig, params) -> Iterator[tuple[str, np.ndarray]]:
+    flat = flatten(jax.device_get(params))
+    for e in _entries(config):
+        x = np.asarray(flat[e.ours])
+        if "{i}" in e.hf:
+            for i in range(config.num_layers):
+                yield e.hf.format(i=i), e.to_hf(x[i])
+        else:
+            yield e.hf, e.to_hf(x)
+
+
+def save_hf_checkpoint(path: str | os.PathLike, config: ModelConfig, params, *,
+                       max_shard_bytes: int = 5 * 2**30, overwrite: bool = False) -> Path:
+    """Writes `params` as a Hugging Face checkpoint directory (config.json + safetensors).
+
+    Tensors larger than `max_shard_bytes` together go into numbered shards with a
+    `model.safetensors.index.json`. The directory appears atomically: it is written
+    beside `path` and renamed into place, so a crash never leaves a half-written checkpoint.
+    """
+    check_params(config, params)
+    path = Path(path).absolute()
+    if path.exists() and not overwrite:
+        raise CheckpointError(f"{path} exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        shards: list[dict[str, np.ndarray]] = [{}]
+        size = 0
+        for name, tensor in _hf_tensors(config, params):
+            if shards[-1] and size + tensor.nbytes > max_shard_bytes:
+                shards.append({})
+                size = 0
+            shards[-1][name] = tensor
+            size += tensor.nbytes
+        if len(shards) == 1:
+            save_file(shards[0], tmp / "model.safetensors", metadata={"format": "pt"})
+        else:
+            n = len(shards)
+            weight_map, total = {}, 0
+            for k, shard in enumerate(shards, 1):
+                fname = f"model-{k:05d}-of-{n:05d}.safetensors"
+                save_file(shard, tmp / fname, metadata={"format": "pt"})
+                for name, t in shard.items():
+                    weight_map[name] = fname
+                    total += t.nbytes
+            (tmp / "model.safetensors.index.json").write_text(
+                json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+        (tmp / "config.json").write_text(json.dumps(config.to_hf_config(), indent=2))
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path

@@ -1,0 +1,141 @@
+"""The parameter pytree: its layout, random initialisation and validation.
+
+Params are a nested dict of arrays whose keys follow Hugging Face's module names, with the
+per-layer tensors stacked on a leading layer axis L (the layers are scanned):
+
+    embed_tokens/embedding            [V, D]
+    layers/input_layernorm/scale      [L, D]
+    layers/self_attn/q_proj/kernel    [L, D, H, Dh]     (+ bias [L, H, Dh] when config.qkv_bias)
+    layers/self_attn/k_proj/kernel    [L, D, K, Dh]     (+ bias [L, K, Dh])
+    layers/self_attn/v_proj/kernel    [L, D, K, Dh]     (+ bias [L, K, Dh])
+    layers/self_attn/o_proj/kernel    [L, H, Dh, D]     (+ bias [L, D] when config.o_bias)
+    layers/self_attn/q_norm/scale     [L, Dh]           (qwen3 only; k_norm alike)
+    layers/post_attention_layernorm/scale [L, D]
+    layers/mlp/{gate,up}_proj/kernel  [L, D, F]
+    layers/mlp/down_proj/kernel       [L, F, D]
+    norm/scale                        [D]
+    lm_head/kernel                    [D, V]            (absent when embeddings are tied)
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metareason.model.config import ModelConfig
+
+__all__ = ["init", "param_shapes", "check_params", "ParamsError", "flatten", "unflatten"]
+
+Params = dict[str, Any]
+
+
+class ParamsError(ValueError):
+    """A params pytree that does not match its config (names the tensor and both shapes)."""
+
+
+def _layout(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Flat map "path/to/leaf" -> (shape, initialiser) for `config`."""
+    V, D, F, L = config.vocab_size, config.hidden_size, config.intermediate_size, config.num_layers
+    H, K, Dh = config.num_heads, config.num_kv_heads, config.head_dim
+    out = {"embed_tokens/embedding": ((V, D), "normal")}
+    a = "layers/self_attn/"
+    out["layers/input_layernorm/scale"] = ((L, D), "ones")
+    for name, heads in (("q_proj", H), ("k_proj", K), ("v_proj", K)):
+        out[a + name + "/kernel"] = ((L, D, heads, Dh), "normal")
+        if config.qkv_bias:
+            out[a + name + "/bias"] = ((L, heads, Dh), "zeros")
+    out[a + "o_proj/kernel"] = ((L, H, Dh, D), "normal")
+    if config.o_bias:
+        out[a + "o_proj/bias"] = ((L, D), "zeros")
+    if config.qk_norm:
+        out[a + "q_norm/scale"] = ((L, Dh), "ones")
+        out[a + "k_norm/scale"] = ((L, Dh), "ones")
+    out["layers/post_attention_layernorm/scale"] = ((L, D), "ones")
+    out["layers/mlp/gate_proj/kernel"] = ((L, D, F), "normal")
+    out["layers/mlp/up_proj/kernel"] = ((L, D, F), "normal")
+    out["layers/mlp/down_proj/kernel"] = ((L, F, D), "normal")
+    out["norm/scale"] = ((D,), "ones")
+    if not config.tie_word_embeddings:
+        out["lm_head/kernel"] = ((D, V), "normal")
+    return out
+
+
+def flatten(params: Params) -> dict[str, Any]:
+    """Nested dict -> flat {"a/b/c": leaf}."""
+    flat = {}
+
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}/")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk(params, "")
+    return flat
+
+
+def unflatten(flat: dict[str, Any]) -> Params:
+    """Flat {"a/b/c": leaf} -> nested dict."""
+    out: Params = {}
+    for path, leaf in flat.items():
+        node = out
+        *parents, last = path.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = leaf
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    return {k: shape for k, (shape, _) in _layout(config).items()}
+
+
+def param_shapes(config: ModelConfig) -> Params:
+    """The params pytree as `jax.ShapeDtypeStruct`s (param dtype), without allocating anything."""
+    dtype = jnp.dtype(config.param_dtype)
+    return unflatten({k: jax.ShapeDtypeStruct(s, dtype) for k, s in _shapes(config).items()})
+
+
+def init(config: ModelConfig, key: jax.Array) -> Params:
+    """Random params: kernels and embeddings ~ N(0, initializer_range^2), biases 0, norm scales 1."""
+    layout = _layout(config)
+    dtype = jnp.dtype(config.param_dtype)
+    keys = jax.random.split(key, len(layout))
+    flat = {}
+    for k, (path, (shape, kind)) in zip(keys, sorted(layout.items())):
+        if kind == "normal":
+            flat[path] = (config.initializer_range * jax.random.normal(k, shape, jnp.float32)).astype(dtype)
+        elif kind == "zeros":
+            flat[path] = jnp.zeros(shape, dtype)
+        else:
+            flat[path] = jnp.ones(shape, dtype)
+    return unflatten(flat)
+
+
+def check_params(config: ModelConfig, params: Params) -> None:
+    """Raises `ParamsError` (one line) for a missing, extra or mis-shaped tensor.
+
+    Works on arrays, tracers and `ShapeDtypeStruct`s: it reads shapes only.
+    """
+    if not isinstance(params, dict):
+        raise ParamsError(f"params must be a nested dict of arrays, got {type(params).__name__}")
+    expected = _shapes(config)
+    found = flatten(params)
+    missing = sorted(set(expected) - set(found))
+    if missing:
+        raise ParamsError(f"missing tensor {missing[0]!r} (expected shape {expected[missing[0]]})"
+                          + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise ParamsError(f"unexpected tensor {extra[0]!r} for this config"
+                          + (f" and {len(extra) - 1} more" if len(extra) > 1 else ""))
+    for path, shape in expected.items():
+        got = tuple(np.shape(found[path]))
+        if got != shape:
+            raise ParamsError(f"tensor {path!r} has shape {got}, expected {shape}")

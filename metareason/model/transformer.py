@@ -1,0 +1,246 @@
+"""The decoder-only transformer as one pure function, `apply(params, tokens, *, config, ...)`.
+
+Pre-norm blocks (RMSNorm -> GQA attention with RoPE -> residual; RMSNorm -> SwiGLU MLP ->
+residual), stacked on a leading layer axis and run with `lax.scan`, so compile time does not
+grow with depth. Everything is a function of (params, inputs): `jax.jit`, `jax.grad` (nested),
+`jax.vmap`, `jax.pmap` and sharded `jit` all apply.
+
+Axes: B batch, S new tokens, T key/value length (S without a cache, the cache's slots with
+one), D hidden, H query heads, K key/value heads, G = H // K, Dh head dim, V vocab, L layers.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from metareason.model.cache import KVCache
+from metareason.model.config import ModelConfig
+from metareason.model.params import check_params
+from metareason.model.rope import apply_rope, inverse_frequencies
+
+__all__ = ["apply", "ModelOutput", "InputError", "segment_positions", "rms_norm"]
+
+
+class InputError(ValueError):
+    """Malformed model inputs (one line, names the argument)."""
+
+
+class ModelOutput(NamedTuple):
+    """logits: float32[B, S, V] (float64 when computing in float64); cache: the updated `KVCache` (None when none was passed);
+    intermediates: None, or a dict of per-layer activations, each [L, B, S, D]:
+      "residual": the residual stream entering the layer,
+      "attn_out": the attention block's output (after o_proj, before the residual add),
+      "mlp_in":   the normalised input of the MLP (what gate_proj / up_proj multiply),
+      "mlp_out":  the MLP's output (before the residual add),
+    and "final_hidden": [B, S, D], the normalised stream the output head reads."""
+
+    logits: jax.Array
+    cache: KVCache | None = None
+    intermediates: dict[str, jax.Array] | None = None
+
+
+_REMAT = {
+    "full": None,
+    "dots": jax.checkpoint_policies.dots_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def _acc(dtype) -> jnp.dtype:
+    """Accumulation dtype: float32, or float64 for float64 computation."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
+    """RMSNorm as Hugging Face computes it: normalise in float32, cast back, then scale."""
+    xf = x.astype(_acc(x.dtype))
+    xf = xf * lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
+    return scale.astype(x.dtype) * xf.astype(x.dtype)
+
+
+def segment_positions(segment_ids: jax.Array) -> jax.Array:
+    """int32[B, S]: each token's index within its (contiguous) segment."""
+    idx = jnp.arange(segment_ids.shape[-1], dtype=jnp.int32)
+    starts = jnp.concatenate(
+        [jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+    start_idx = lax.cummax(jnp.where(starts, idx, 0), axis=1)
+    return idx - start_idx
+
+
+def _attention(q, k, v, mask, compute_dtype):
+    """q: [B, S, H, Dh]; k, v: [B, T, K, Dh]; mask: bool[B, S, T] -> [B, S, H, Dh].
+
+    Scores and softmax in float32; a query that sees no key gets a uniform average, not NaN."""
+    B, S, H, Dh = q.shape
+    K = k.shape[2]
+    acc = _acc(compute_dtype)
+    q = q.reshape(B, S, K, H // K, Dh)
+    scores = jnp.einsum("bskgd,btkd->bkgst", q, k, preferred_element_type=acc) * (Dh ** -0.5)
+    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(acc).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(compute_dtype)
+    out = jnp.einsum("bkgst,btkd->bskgd", probs, v, preferred_element_type=acc)
+    return out.astype(compute_dtype).reshape(B, S, H, Dh)
+
+
+def _dense(x, p, spec):
+    """Einsum with an optional bias, accumulating in float32, result in x's dtype."""
+    acc = _acc(x.dtype)
+    y = jnp.einsum(spec, x, p["kernel"], preferred_element_type=acc)
+    if "bias" in p:
+        y = y + p["bias"].astype(acc)
+    return y.astype(x.dtype)
+
+
+def _layer(config: ModelConfig, inv_freq, h, layer, kv, positions, mask, write_index):
+    """One block. h: [B, S, D]; layer: one layer's params (compute dtype); kv: None or this
+    layer's cache (k, v: [B, T, K, Dh]). Returns (h, new_kv, intermediates)."""
+    eps = config.rms_norm_eps
+    attn = layer["self_attn"]
+    x = rms_norm(h, layer["input_layernorm"]["scale"], eps)
+    q = _dense(x, attn["q_proj"], "bsd,dhe->bshe")
+    k = _dense(x, attn["k_proj"], "bsd,dhe->bshe")
+    v = _dense(x, attn["v_proj"], "bsd,dhe->bshe")
+    if config.qk_norm:
+        q = rms_norm(q, attn["q_norm"]["scale"], eps)
+        k = rms_norm(k, attn["k_norm"]["scale"], eps)
+    q = apply_rope(q, positions, inv_freq)
+    k = apply_rope(k, positions, inv_freq)
+    if kv is not None:
+        k = lax.dynamic_update_slice_in_dim(kv[0], k.astype(kv[0].dtype), write_index, axis=1)
+        v = lax.dynamic_update_slice_in_dim(kv[1], v.astype(kv[1].dtype), write_index, axis=1)
+        kv = (k, v)
+    a = _attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, h.dtype)
+    attn_out = _dense(a, attn["o_proj"], "bshe,hed->bsd")
+    mid = h + attn_out
+    m = rms_norm(mid, layer["post_attention_layernorm"]["scale"], eps)
+    mlp = layer["mlp"]
+    gate = _dense(m, mlp["gate_proj"], "bsd,df->bsf")
+    up = _dense(m, mlp["up_proj"], "bsd,df->bsf")
+    mlp_out = _dense(jax.nn.silu(gate) * up, mlp["down_proj"], "bsf,fd->bsd")
+    inter = {"residual": h, "attn_out": attn_out, "mlp_in": m, "mlp_out": mlp_out}
+    return mid + mlp_out, kv, inter
+
+
+def _masks_and_positions(config, tokens, positions, mask, segment_ids, cache):
+    """Resolves defaults: the boolean mask [B, S, T], positions [B, S] and the cache's new
+    segment ids, from whichever of positions / mask / segment_ids / cache were given."""
+    B, S = tokens.shape
+    if segment_ids is None:
+        segment_ids = jnp.ones((B, S), jnp.int32)
+    segment_ids = jnp.asarray(segment_ids, jnp.int32)
+    if cache is None:
+        if positions is None:
+            positions = segment_positions(segment_ids)
+        if mask is None:
+            causal = jnp.tril(jnp.ones((S, S), bool))
+            mask = causal[None] & (segment_ids[:, :, None] == segment_ids[:, None, :])
+        return mask, positions, None
+    T = cache.max_length
+    kv_segments = lax.dynamic_update_slice_in_dim(cache.segment_ids, segment_ids, cache.index, axis=1)
+    q_slots = cache.index + jnp.arange(S, dtype=jnp.int32)
+    if positions is None:
+        positions = jnp.broadcast_to(q_slots, (B, S))
+    if mask is None:
+        causal = jnp.arange(T, dtype=jnp.int32)[None, :] <= q_slots[:, None]  # [S, T]
+        mask = causal[None] & (segment_ids[:, :, None] == kv_segments[:, None, :])
+    return mask, positions, kv_segments
+
+
+def _validate(config, params, tokens, positions, mask, segment_ids, cache):
+    """Shape, dtype and (for concrete tokens) range checks; runs at trace time, before compiling."""
+    check_params(config, params)
+    if getattr(tokens, "ndim", None) != 2:
+        raise InputError(f"tokens must be int[batch, seq], got shape {np.shape(tokens)}")
+    if not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise InputError(f"tokens must be integers, got dtype {tokens.dtype}")
+    B, S = tokens.shape
+    if not isinstance(tokens, jax.core.Tracer):
+        t = np.asarray(tokens)
+        if t.size and (t.min() < 0 or t.max() >= config.vocab_size):
+            bad = t[(t < 0) | (t >= config.vocab_size)][0]
+            raise InputError(f"token id {int(bad)} out of range [0, {config.vocab_size})")
+    T = S if cache is None else cache.max_length
+    for name, value, shape in (("positions", positions, (B, S)), ("segment_ids", segment_ids, (B, S)),
+                               ("mask", mask, (B, S, T))):
+        if value is not None and tuple(np.shape(value)) != shape:
+            raise InputError(f"{name} has shape {tuple(np.shape(value))}, expected {shape}")
+    if mask is not None and segment_ids is not None and cache is None:
+        raise InputError("pass either mask or segment_ids, not both (a mask already says who sees whom)")
+    if cache is not None:
+        expect = (config.num_layers, B, T, config.num_kv_heads, config.head_dim)
+        if tuple(cache.k.shape) != expect:
+            raise InputError(f"cache.k has shape {tuple(cache.k.shape)}, expected {expect}")
+        if not isinstance(cache.index, jax.core.Tracer) and int(cache.index) + S > T:
+            raise InputError(f"cache overflow: {int(cache.index)} cached + {S} new tokens > {T} slots")
+
+
+def apply(params: dict[str, Any], tokens: jax.Array, *, config: ModelConfig,
+          positions: jax.Array | None = None, mask: jax.Array | None = None,
+          segment_ids: jax.Array | None = None, cache: KVCache | None = None,
+          return_intermediates: bool = False) -> ModelOutput:
+    """Runs the model on `tokens`.
+
+    Args:
+      params: the params pytree (`metareason.model.init`, or imported from Hugging Face).
+      tokens: int[B, S] token ids in [0, V).
+      config: the `ModelConfig` (static).
+      positions: int[B, S] RoPE positions. Default: index within the segment (no cache), or
+        the cache slot the token is written to (with a cache).
+      mask: bool[B, S, T], True where query s may attend key t (t indexes the S tokens
+        themselves without a cache, the cache's slots with one). Used as given: it replaces
+        the causal + segment rule. Together with explicit `positions` this expresses any
+        prefix-sharing layout (e.g. probes that each see a different prefix).
+      segment_ids: int[B, S] for packed sequences: a token attends only earlier tokens with
+        the same id (0 marks padding). With a cache, stored in the cache for later tokens.
+      cache: a `KVCache`; the new keys/values are written at `cache.index`.
+      return_intermediates: also return per-layer activations (see `ModelOutput`).
+
+    Returns:
+      `ModelOutput(logits float32[B, S, V], cache, intermediates)`.
+    """
+    tokens = jnp.asarray(tokens) if not isinstance(tokens, jax.Array) else tokens
+    _validate(config, params, tokens, positions, mask, segment_ids, cache)
+    return _apply_jit(params, tokens, positions, mask, segment_ids, cache,
+                      config=config, return_intermediates=return_intermediates)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "return_intermediates"))
+def _apply_jit(params, tokens, positions, mask, segment_ids, cache, *, config, return_intermediates):
+    cdt = jnp.dtype(config.compute_dtype)
+    mask, positions, kv_segments = _masks_and_positions(config, tokens, positions, mask, segment_ids, cache)
+    positions = jnp.asarray(positions, jnp.int32)
+    inv_freq = inverse_frequencies(config)
+    write_index = None if cache is None else cache.index
+    layers = jax.tree.map(lambda p: p.astype(cdt), params["layers"])
+
+    def body(h, xs):
+        layer, kv = xs
+        h, kv, inter = _layer(config, inv_freq, h, layer, kv, positions, mask, write_index)
+        return h, (kv, inter if return_intermediates else None)
+
+    if config.remat != "none":
+        body = jax.checkpoint(body, policy=_REMAT[config.remat], prevent_cse=False)
+
+    h = params["embed_tokens"]["embedding"][tokens].astype(cdt)
+    kv_in = None if cache is None else (cache.k, cache.v)
+    h, (kv_out, inter) = lax.scan(body, h, (layers, kv_in))
+    h = rms_norm(h, params["norm"]["scale"], config.rms_norm_eps)
+    if config.tie_word_embeddings:
+        logits = jnp.einsum("bsd,vd->bsv", h, params["embed_tokens"]["embedding"].astype(cdt),
+                            preferred_element_type=_acc(cdt))
+    else:
+        logits = jnp.einsum("bsd,dv->bsv", h, params["lm_head"]["kernel"].astype(cdt),
+                            preferred_element_type=_acc(cdt))
+    new_cache = None
+    if cache is not None:
+        new_cache = KVCache(k=kv_out[0], v=kv_out[1], segment_ids=kv_segments,
+                            index=cache.index + tokens.shape[1])
+    if return_intermediates:
+        inter = dict(inter, final_hidden=h)
+    return ModelOutput(logits=logits, cache=new_cache, intermediates=inter)

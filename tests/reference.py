@@ -1,0 +1,81 @@
+"""Independent references for the tests: tiny random `transformers` models (PyTorch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from metareason.model import ModelConfig, RopeScaling
+
+#: One tiny config per family, each exercising the family's distinguishing features.
+TINY = {
+    "qwen2": ModelConfig(family="qwen2", vocab_size=101, hidden_size=64, intermediate_size=96, num_layers=2,
+                         num_heads=4, num_kv_heads=2, rope_theta=10000.0, tie_word_embeddings=False),
+    "qwen2_tied": ModelConfig(family="qwen2", vocab_size=101, hidden_size=64, intermediate_size=96, num_layers=2,
+                              num_heads=4, num_kv_heads=1, rope_theta=1e6, tie_word_embeddings=True),
+    "llama3": ModelConfig(family="llama", vocab_size=103, hidden_size=64, intermediate_size=112, num_layers=3,
+                          num_heads=8, num_kv_heads=2, rope_theta=500000.0, rms_norm_eps=1e-5,
+                          rope_scaling=RopeScaling("llama3", factor=8.0, low_freq_factor=1.0,
+                                                   high_freq_factor=4.0, original_max_position_embeddings=16)),
+    "llama_bias": ModelConfig(family="llama", vocab_size=99, hidden_size=48, intermediate_size=64, num_layers=2,
+                              num_heads=4, num_kv_heads=4, attention_bias=True,
+                              rope_scaling=RopeScaling("linear", factor=2.0)),
+    "qwen3": ModelConfig(family="qwen3", vocab_size=97, hidden_size=64, intermediate_size=96, num_layers=2,
+                         num_heads=4, num_kv_heads=2, head_dim=32, tie_word_embeddings=True),
+}
+
+
+def torch_and_transformers():
+    torch = pytest.importorskip("torch", reason="needs the 'reference' extra (torch, transformers)")
+    transformers = pytest.importorskip("transformers", reason="needs the 'reference' extra")
+    return torch, transformers
+
+
+def random_hf_model(config: ModelConfig, seed: int = 0, scale: float = 0.15):
+    """A `transformers` causal LM of `config` with every tensor random (norm scales around 1,
+    biases non-zero), in float32 with eager attention, so every code path carries signal."""
+    torch, transformers = torch_and_transformers()
+    hf_config = transformers.AutoConfig.for_model(**config.to_hf_config())
+    model = transformers.AutoModelForCausalLM.from_config(hf_config, attn_implementation="eager",
+                                                          dtype=torch.float32)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.2 * noise)
+            elif "embed_tokens" in name:
+                p.copy_(noise)
+            else:
+                p.copy_(scale * noise)
+    return model.eval()
+
+
+def hf_logits(model, tokens: np.ndarray, position_ids: np.ndarray | None = None) -> np.ndarray:
+    torch, _ = torch_and_transformers()
+    kwargs = {}
+    if position_ids is not None:
+        kwargs["position_ids"] = torch.as_tensor(np.asarray(position_ids), dtype=torch.long)
+    with torch.no_grad():
+        out = model(input_ids=torch.as_tensor(np.asarray(tokens), dtype=torch.long), **kwargs)
+    return out.logits.float().numpy()
+
+
+def random_params(config: ModelConfig, seed: int = 0, scale: float = 0.15):
+    """Our params with the same statistics as `random_hf_model`: norm scales 1 + 0.2 N(0, 1),
+    embeddings N(0, 1), every other tensor (biases included) `scale` * N(0, 1)."""
+    import jax
+
+    from metareason.model import flatten, param_shapes, unflatten
+
+    rng = np.random.RandomState(seed)
+    out = {}
+    for path, s in sorted(flatten(param_shapes(config)).items()):
+        noise = rng.standard_normal(s.shape).astype(np.float32)
+        if path.endswith("scale"):
+            out[path] = 1.0 + 0.2 * noise
+        elif path.startswith("embed_tokens"):
+            out[path] = noise
+        else:
+            out[path] = scale * noise
+    return jax.tree.map(lambda x: jax.numpy.asarray(x, config.param_dtype), unflatten(out))
