@@ -13,13 +13,16 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
-__all__ = ["ModelConfig", "RopeScaling", "ConfigError", "FAMILIES", "REMAT_POLICIES"]
+__all__ = ["ModelConfig", "RopeScaling", "ConfigError", "FAMILIES", "REMAT_POLICIES", "ATTENTION_IMPLS"]
 
 #: Supported `model_type`s and the `architectures` entry each one writes.
 FAMILIES = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 
 #: Rematerialisation policies for the scanned layer body (see `metareason.model.transformer`).
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+
+#: Attention kernels: "xla" (einsum + float32 softmax, any mask) and "cudnn" (GPU fused kernel).
+ATTENTION_IMPLS = ("xla", "cudnn")
 
 _DTYPES = ("float32", "bfloat16", "float16", "float64")
 
@@ -87,6 +90,7 @@ class ModelConfig:
     param_dtype: str = "float32"
     compute_dtype: str = "float32"
     remat: str = "none"
+    attention_impl: str = "xla"  # "xla" (any mask, exact softmax) or "cudnn" (fused kernel, GPU)
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -109,6 +113,8 @@ class ModelConfig:
                 raise ConfigError(f"config field {name} must be one of {_DTYPES}, got {getattr(self, name)!r}")
         if self.remat not in REMAT_POLICIES:
             raise ConfigError(f"config field remat must be one of {REMAT_POLICIES}, got {self.remat!r}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ConfigError(f"config field attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
         if isinstance(self.rope_scaling, Mapping):  # convenience: accept a dict
             object.__setattr__(self, "rope_scaling", RopeScaling(**self.rope_scaling))
 

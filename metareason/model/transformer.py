@@ -73,12 +73,20 @@ def segment_positions(segment_ids: jax.Array) -> jax.Array:
     return idx - start_idx
 
 
-def _attention(q, k, v, mask, compute_dtype):
-    """q: [B, S, H, Dh]; k, v: [B, T, K, Dh]; mask: bool[B, S, T] -> [B, S, H, Dh].
+def _attention(q, k, v, mask, compute_dtype, impl):
+    """q: [B, S, H, Dh]; k, v: [B, T, K, Dh]; mask: bool[B, S, T], or None for plain causal
+    attention (S == T) -> [B, S, H, Dh].
 
-    Scores and softmax in float32; a query that sees no key gets a uniform average, not NaN."""
+    impl "xla": scores and softmax in float32 (float64 for float64); a query that sees no key
+    gets a uniform average, not NaN. impl "cudnn": `jax.nn.dot_product_attention`'s fused
+    cuDNN kernel (GPU, bf16/fp16), for speed at scale."""
     B, S, H, Dh = q.shape
     K = k.shape[2]
+    if impl == "cudnn":
+        m = None if mask is None else mask[:, None]
+        return jax.nn.dot_product_attention(q, k, v, mask=m, is_causal=mask is None, implementation="cudnn")
+    if mask is None:
+        mask = jnp.tril(jnp.ones((S, k.shape[1]), bool))[None]
     acc = _acc(compute_dtype)
     q = q.reshape(B, S, K, H // K, Dh)
     scores = jnp.einsum("bskgd,btkd->bkgst", q, k, preferred_element_type=acc) * (Dh ** -0.5)
@@ -115,7 +123,7 @@ def _layer(config: ModelConfig, inv_freq, h, layer, kv, positions, mask, write_i
         k = lax.dynamic_update_slice_in_dim(kv[0], k.astype(kv[0].dtype), write_index, axis=1)
         v = lax.dynamic_update_slice_in_dim(kv[1], v.astype(kv[1].dtype), write_index, axis=1)
         kv = (k, v)
-    a = _attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, h.dtype)
+    a = _attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, h.dtype, config.attention_impl)
     attn_out = _dense(a, attn["o_proj"], "bshe,hed->bsd")
     mid = h + attn_out
     m = rms_norm(mid, layer["post_attention_layernorm"]["scale"], eps)
@@ -128,9 +136,13 @@ def _layer(config: ModelConfig, inv_freq, h, layer, kv, positions, mask, write_i
 
 
 def _masks_and_positions(config, tokens, positions, mask, segment_ids, cache):
-    """Resolves defaults: the boolean mask [B, S, T], positions [B, S] and the cache's new
-    segment ids, from whichever of positions / mask / segment_ids / cache were given."""
+    """Resolves defaults: the boolean mask [B, S, T] (None: plain causal), positions [B, S] and
+    the cache's new segment ids, from whichever of positions / mask / segment_ids / cache were given."""
     B, S = tokens.shape
+    if cache is None and mask is None and segment_ids is None:
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(S, dtype=jnp.int32), (B, S))
+        return None, positions, None
     if segment_ids is None:
         segment_ids = jnp.ones((B, S), jnp.int32)
     segment_ids = jnp.asarray(segment_ids, jnp.int32)

@@ -1,0 +1,16 @@
+"""The model, tokenizer and top-level imports must not pull in tensorflow-datasets or grain
+(the GPU image lacks them), nor the reference frameworks."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize("module", ["metareason", "metareason.model", "metareason.tokenize", "metareason.cli"])
+def test_import_chain_is_light(module):
+    code = (f"import sys, {module}\n"
+            "heavy = [m for m in ('tensorflow_datasets', 'grain', 'tensorflow', 'torch', 'transformers') if m in sys.modules]\n"
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"importing {module} imported {out.stdout.strip()}"
