@@ -7,7 +7,8 @@
 
 from metareason.model.cache import KVCache, init_cache
 from metareason.model.config import ATTENTION_IMPLS, FAMILIES, REMAT_POLICIES, ConfigError, ModelConfig, RopeScaling
-from metareason.model.hf import CheckpointError, hf_tensor_names, load_hf_checkpoint, save_hf_checkpoint
+from metareason.model.hf import (CheckpointError, hf_state_dict, hf_tensor_names, load_hf_checkpoint,
+                                 save_hf_checkpoint)
 from metareason.model.params import ParamsError, check_params, flatten, init, param_shapes, unflatten
 from metareason.model.transformer import InputError, ModelOutput, apply, rms_norm, segment_positions
 
@@ -16,5 +17,5 @@ __all__ = [
     "init", "param_shapes", "check_params", "ParamsError", "flatten", "unflatten",
     "apply", "ModelOutput", "InputError", "segment_positions", "rms_norm",
     "KVCache", "init_cache",
-    "load_hf_checkpoint", "save_hf_checkpoint", "hf_tensor_names", "CheckpointError",
+    "load_hf_checkpoint", "save_hf_checkpoint", "hf_tensor_names", "hf_state_dict", "CheckpointError",
 ]

@@ -26,7 +26,7 @@ from safetensors.numpy import save_file
 from metareason.model.config import ModelConfig
 from metareason.model.params import _layout, check_params, flatten, unflatten
 
-__all__ = ["CheckpointError", "load_hf_checkpoint", "save_hf_checkpoint", "hf_tensor_names"]
+__all__ = ["CheckpointError", "load_hf_checkpoint", "save_hf_checkpoint", "hf_tensor_names", "hf_state_dict"]
 
 _IGNORED_TENSOR_SUFFIXES = ("rotary_emb.inv_freq",)  # non-persistent buffers some old exports kept
 _NP_DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64,
@@ -182,10 +182,13 @@ def load_hf_checkpoint(path: str | os.PathLike, **config_overrides) -> tuple[Mod
     return config, unflatten(flat)
 
 
-def _hf_tensors(config: ModelConfig, params) -> Iterator[tuple[str, np.ndarray]]:
-    flat = flatten(jax.device_get(params))
+def hf_state_dict(config: ModelConfig, params) -> Iterator[tuple[str, np.ndarray]]:
+    """Yields (Hugging Face tensor name, numpy array in HF layout) for every tensor, one at a
+    time (for `torch_model.load_state_dict`, or writing shards without holding two copies)."""
+    check_params(config, params)
+    flat = flatten(params)
     for e in _entries(config):
-        x = np.asarray(flat[e.ours])
+        x = np.asarray(jax.device_get(flat[e.ours]))
         if "{i}" in e.hf:
             for i in range(config.num_layers):
                 yield e.hf.format(i=i), e.to_hf(x[i])
@@ -210,7 +213,7 @@ def save_hf_checkpoint(path: str | os.PathLike, config: ModelConfig, params, *,
     try:
         shards: list[dict[str, np.ndarray]] = [{}]
         size = 0
-        for name, tensor in _hf_tensors(config, params):
+        for name, tensor in hf_state_dict(config, params):
             if shards[-1] and size + tensor.nbytes > max_shard_bytes:
                 shards.append({})
                 size = 0
