@@ -24,7 +24,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from metareason.model.config import ModelConfig
-from metareason.model.params import _layout, check_params, flatten, unflatten
+from metareason.model.params import _layout, check_params, flatten, name_mismatch, unflatten
 
 __all__ = ["CheckpointError", "load_hf_checkpoint", "save_hf_checkpoint", "hf_tensor_names", "hf_state_dict"]
 
@@ -149,14 +149,9 @@ def load_hf_checkpoint(path: str | os.PathLike, **config_overrides) -> tuple[Mod
     expected = hf_tensor_names(config)
     if config.tie_word_embeddings and "lm_head.weight" in files:
         files.pop("lm_head.weight")  # a tied head saved anyway: the embedding is the head
-    missing = sorted(set(expected) - set(files))
-    if missing:
-        raise CheckpointError(f"{path}: missing tensor {missing[0]!r} (expected shape {expected[missing[0]]})"
-                              + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
-    extra = sorted(set(files) - set(expected))
-    if extra:
-        raise CheckpointError(f"{path}: unexpected tensor {extra[0]!r} for a {config.family} model of this config"
-                              + (f" and {len(extra) - 1} more" if len(extra) > 1 else ""))
+    problem = name_mismatch(expected, files)
+    if problem:
+        raise CheckpointError(f"{path}: {problem} ({config.family})")
     handles = {}
     try:
         for f in sorted(set(files.values())):

@@ -118,6 +118,19 @@ def init(config: ModelConfig, key: jax.Array) -> Params:
     return unflatten(flat)
 
 
+def name_mismatch(expected: dict[str, tuple[int, ...]], found) -> str | None:
+    """The first missing or unexpected tensor name, as a one-line message (None if the names agree)."""
+    missing = sorted(set(expected) - set(found))
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        return f"missing tensor {missing[0]!r} (expected shape {expected[missing[0]]}){more}"
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
+        return f"unexpected tensor {extra[0]!r} for this config{more}"
+    return None
+
+
 def check_params(config: ModelConfig, params: Params) -> None:
     """Raises `ParamsError` (one line) for a missing, extra or mis-shaped tensor.
 
@@ -127,14 +140,9 @@ def check_params(config: ModelConfig, params: Params) -> None:
         raise ParamsError(f"params must be a nested dict of arrays, got {type(params).__name__}")
     expected = _shapes(config)
     found = flatten(params)
-    missing = sorted(set(expected) - set(found))
-    if missing:
-        raise ParamsError(f"missing tensor {missing[0]!r} (expected shape {expected[missing[0]]})"
-                          + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
-    extra = sorted(set(found) - set(expected))
-    if extra:
-        raise ParamsError(f"unexpected tensor {extra[0]!r} for this config"
-                          + (f" and {len(extra) - 1} more" if len(extra) > 1 else ""))
+    problem = name_mismatch(expected, found)
+    if problem:
+        raise ParamsError(problem)
     for path, shape in expected.items():
         got = tuple(np.shape(found[path]))
         if got != shape:
