@@ -1,0 +1,271 @@
+"""Task families with verifiable answers and program-written solution steps.
+
+A family samples a `Problem` (question text, answer, and the data its solver needs) and
+writes the solution as a list of `Step`s: chains such as `12 + 7 = 19` or `a -> c`. A step
+can be computed from a perturbed earlier value (`solve(problem, slip=(i, wrong))`), which is
+how incorrect trajectories carry a wrong step to a wrong answer. Families know nothing of
+trajectory styles (`styles.py`) or checking (`checker.py`, which re-derives everything from the
+question text alone).
+
+Families: "arith" (arithmetic chain, left to right), "addition" (multi-digit addition with
+carries, column by column), "linear" (a * x + b = c), "pointer" (follow a map k hops).
+Difficulty is an int >= 1; each family documents what it scales. Lab arithmetic is read
+strictly left to right (no operator precedence); parentheses group.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import string
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Problem", "Step", "Family", "FAMILIES", "get_family"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One solution statement: `chain` joined by `op` ("=" or "->"), with words around it."""
+
+    chain: tuple[str, ...]
+    op: str = "="
+    prefix: str = ""
+    suffix: str = ""
+
+    @property
+    def value(self) -> str:
+        return self.chain[-1]
+
+    def text(self) -> str:
+        core = f" {self.op} ".join(self.chain)
+        return " ".join(p for p in (self.prefix, core, self.suffix) if p)
+
+    def with_value(self, value: str) -> "Step":
+        return dataclasses.replace(self, chain=(*self.chain[:-1], value))
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    family: str
+    question: str
+    answer: str
+    difficulty: int
+    data: dict[str, Any]
+
+
+class Family:
+    name: str = ""
+
+    def sample(self, rng: np.random.Generator, difficulty: int) -> Problem:
+        raise NotImplementedError  # interface; every family below implements it
+
+    def solve(self, problem: Problem, slip: tuple[int, str] | None = None) -> list[Step]:
+        """The solution steps; with `slip=(i, wrong)`, step i states `wrong` and later steps
+        are computed from it (so the final value is wrong too)."""
+        raise NotImplementedError
+
+    def wrong_value(self, problem: Problem, step: int, rng: np.random.Generator) -> str:
+        """A plausible wrong result for step `step` (differs from the right one)."""
+        raise NotImplementedError
+
+    def summary(self, problem: Problem) -> list[Step]:
+        """The solution compressed to one or two statements."""
+        raise NotImplementedError
+
+    def alternative(self, problem: Problem) -> Step | None:
+        """A different route to (or check of) the answer, used after "Alternatively"."""
+        return None
+
+
+def _near(rng, value: int, low: int = 0) -> int:
+    """A wrong value near `value` (off by 1..3 or 10), never below `low`."""
+    for _ in range(100):
+        cand = value + int(rng.choice([-10, -3, -2, -1, 1, 2, 3, 10]))
+        if cand >= low and cand != value:
+            return cand
+    return value + 1
+
+
+class Arith(Family):
+    """Arithmetic chain `a op b op c ...` evaluated left to right (+, -, and * by a digit).
+    Difficulty d: d + 1 operations, operands up to 10 * d; every value stays in [0, 999]."""
+
+    name = "arith"
+
+    def sample(self, rng, difficulty):
+        value = int(rng.integers(1, 10 * difficulty + 10))
+        start, ops = value, []
+        for _ in range(difficulty + 1):
+            choices = ["+", "-"] + (["*"] if value < 100 else [])
+            op = str(rng.choice(choices))
+            if op == "*":
+                b = int(rng.integers(2, 10))
+            elif op == "-":
+                if value == 0:
+                    op, b = "+", int(rng.integers(1, 10 * difficulty + 10))
+                else:
+                    b = int(rng.integers(1, value + 1))
+            else:
+                b = int(rng.integers(1, 10 * difficulty + 10))
+            if op == "+" and value + b > 999:
+                op, b = "-", int(rng.integers(1, value + 1))
+            value = _apply(value, op, b)
+            ops.append((op, b))
+        expr = " ".join([str(start)] + [f"{op} {b}" for op, b in ops])
+        return Problem(self.name, f"compute {expr} ?", str(value), difficulty, {"start": start, "ops": ops})
+
+    def solve(self, problem, slip=None):
+        value, steps = problem.data["start"], []
+        for i, (op, b) in enumerate(problem.data["ops"]):
+            result = _apply(value, op, b)
+            if slip is not None and slip[0] == i:
+                result = int(slip[1])
+            steps.append(Step((f"{value} {op} {b}", str(result))))
+            value = result
+        return steps
+
+    def wrong_value(self, problem, step, rng):
+        return str(_near(rng, int(self.solve(problem)[step].value)))
+
+    def summary(self, problem):
+        return [Step((problem.question[len("compute "):-2], problem.answer))]
+
+    def alternative(self, problem):
+        steps = self.solve(problem)
+        if len(steps) < 2:
+            return None
+        # regroup: the first two operations at once, then the rest from there
+        first = f"{steps[0].chain[0]} {problem.data['ops'][1][0]} {problem.data['ops'][1][1]}"
+        return Step((first, steps[1].value), prefix="from")
+
+
+def _apply(a: int, op: str, b: int) -> int:
+    return a + b if op == "+" else a - b if op == "-" else a * b
+
+
+class Addition(Family):
+    """Multi-digit addition a + b, column by column from the right with carries.
+    Difficulty d: operands of d + 1 digits."""
+
+    name = "addition"
+
+    def sample(self, rng, difficulty):
+        n = difficulty + 1
+        a, b = (int(rng.integers(10 ** (n - 1), 10 ** n)) for _ in range(2))
+        return Problem(self.name, f"add {a} + {b} ?", str(a + b), difficulty, {"a": a, "b": b})
+
+    def solve(self, problem, slip=None):
+        a, b = problem.data["a"], problem.data["b"]
+        n = max(len(str(a)), len(str(b)))
+        da, db = str(a).zfill(n)[::-1], str(b).zfill(n)[::-1]
+        carry, digits, steps = 0, [], []
+        for i in range(n):
+            carry_in = carry
+            total = int(da[i]) + int(db[i]) + carry_in
+            if slip is not None and slip[0] == i:
+                total = int(slip[1])
+            digit, carry = total % 10, total // 10
+            digits.append(str(digit))
+            steps.append(Step((f"{da[i]} + {db[i]} + {carry_in}", str(total)),
+                              prefix=f"column {i + 1} :", suffix=f", write {digit} carry {carry}"))
+        result = str(carry) + "".join(reversed(digits)) if carry else "".join(reversed(digits))
+        steps.append(Step((str(int(result)),), prefix="result is"))
+        return steps
+
+    def wrong_value(self, problem, step, rng):
+        right = int(self.solve(problem)[step].value)
+        return str(int(rng.choice([v for v in range(20) if v != right])))
+
+    def summary(self, problem):
+        return [Step((f"{problem.data['a']} + {problem.data['b']}", problem.answer))]
+
+    def alternative(self, problem):
+        a, b = problem.data["a"], problem.data["b"]
+        return Step((f"{a + b} - {b}", str(a)), prefix="check", suffix="ok")
+
+
+class Linear(Family):
+    """Solve a * x + b = c for a positive integer x. Difficulty d: a up to 3 + 3d, x up to 5 + 5d."""
+
+    name = "linear"
+
+    def sample(self, rng, difficulty):
+        a = int(rng.integers(2, 4 + 3 * difficulty))
+        x = int(rng.integers(1, 6 + 5 * difficulty))
+        b = int(rng.integers(0, 10 + 10 * difficulty))
+        c = a * x + b
+        return Problem(self.name, f"solve {a} * x + {b} = {c} ?", str(x), difficulty, {"a": a, "b": b, "c": c})
+
+    def solve(self, problem, slip=None):
+        a, b, c = problem.data["a"], problem.data["b"], problem.data["c"]
+        d = c - b
+        if slip is not None and slip[0] == 0:
+            d = int(slip[1])
+        steps = [Step((f"{a} * x", f"{c} - {b}", str(d)))]
+        x = d // a
+        if slip is not None and slip[0] == 1:
+            x = int(slip[1])
+        steps.append(Step(("x", f"{d} / {a}", str(x))))
+        return steps
+
+    def wrong_value(self, problem, step, rng):
+        a, b, c = problem.data["a"], problem.data["b"], problem.data["c"]
+        if step == 0:  # keep it divisible by a, so the wrong chain stays in integers
+            return str(c - b + a * int(rng.choice([-1, 1])) if c - b > a else c - b + a)
+        return str(_near(rng, (c - b) // a, low=1))
+
+    def summary(self, problem):
+        a, b, c = problem.data["a"], problem.data["b"], problem.data["c"]
+        return [Step(("x", f"( {c} - {b} ) / {a}", problem.answer))]
+
+    def alternative(self, problem):
+        a, b, c = problem.data["a"], problem.data["b"], problem.data["c"]
+        return Step((f"{a} * {problem.answer} + {b}", str(c)), prefix="check", suffix="ok")
+
+
+class Pointer(Family):
+    """Follow a map of letters k hops from a start letter. Difficulty d: d + 1 hops over a map
+    of 4 + 2d letters (one random cycle, so every hop is defined and none stays put)."""
+
+    name = "pointer"
+    _letters = [c for c in string.ascii_lowercase if c != "x"]
+
+    def sample(self, rng, difficulty):
+        n = min(4 + 2 * difficulty, len(self._letters))
+        keys = [str(k) for k in rng.choice(self._letters, size=n, replace=False)]
+        mapping = {k: keys[(i + 1) % n] for i, k in enumerate(keys)}
+        start, hops = str(rng.choice(keys)), difficulty + 1
+        pairs = " , ".join(f"{k} -> {mapping[k]}" for k in sorted(keys))
+        node = start
+        for _ in range(hops):
+            node = mapping[node]
+        return Problem(self.name, f"map {pairs} ; follow {start} {hops} steps ?", node, difficulty,
+                       {"map": mapping, "start": start, "hops": hops})
+
+    def solve(self, problem, slip=None):
+        mapping, node, steps = problem.data["map"], problem.data["start"], []
+        for i in range(problem.data["hops"]):
+            nxt = mapping[node]
+            if slip is not None and slip[0] == i:
+                nxt = slip[1]
+            steps.append(Step((node, nxt), op="->"))
+            node = nxt
+        return steps
+
+    def wrong_value(self, problem, step, rng):
+        right = self.solve(problem)[step].value
+        return str(rng.choice([k for k in problem.data["map"] if k != right]))
+
+    def summary(self, problem):
+        chain = [problem.data["start"]] + [s.value for s in self.solve(problem)]
+        return [Step(tuple(chain), op="->")]
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (Arith(), Addition(), Linear(), Pointer())}
+
+
+def get_family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ValueError(f"unknown task family {name!r} (known: {', '.join(FAMILIES)})")
+    return FAMILIES[name]

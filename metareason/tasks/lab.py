@@ -1,0 +1,157 @@
+"""The synthetic reasoning lab: questions, trajectories and their token layout.
+
+Sequence layout (lab vocabulary, `metareason.tokenize.lab`):
+
+    <bos> question <think> trajectory </think> **Final Answer** \\boxed{ answer } <eos>
+    |------ prompt ------|------------------ trained on (loss_mask = 1) ---------------|
+
+`lab_records(config, split)` yields records in the schema of `metareason.data` (id, source,
+family, question, answer, trajectory, style, generations, difficulty); splits "train",
+"validation" and "test" draw from the training families with disjoint questions, "heldout"
+from the held-out families (the cross-domain test, E9).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from metareason.tasks.families import FAMILIES, get_family
+from metareason.tasks.styles import STYLES, render
+from metareason.tokenize.lab import ANSWER_CLOSE, ANSWER_TEMPLATE, END_THINK, LAB_VOCAB, LabVocab
+
+__all__ = ["LabConfig", "SPLITS", "lab_records", "encode_example", "prompt_tokens", "answer_suffix_tokens",
+           "parse_answer"]
+
+SPLITS = ("train", "validation", "test", "heldout")
+
+
+@dataclasses.dataclass(frozen=True)
+class LabConfig:
+    """What the lab generates. Sizes are questions per family."""
+
+    families: tuple[str, ...] = ("arith", "addition", "linear", "pointer")
+    heldout_families: tuple[str, ...] = ()
+    style: str = "long"
+    difficulty: tuple[int, ...] = (1, 2)
+    """Difficulties drawn uniformly per question."""
+    train_size: int = 2000
+    eval_size: int = 100
+    """Questions per family in validation, test and heldout."""
+    trajectories_per_question: int = 1
+    """Distinct trajectories of `style` per question (in `generations`; E10 uses up to 32)."""
+    seed: int = 0
+
+    def __post_init__(self):
+        for f in (*self.families, *self.heldout_families):
+            get_family(f)
+        if set(self.families) & set(self.heldout_families):
+            raise ValueError("a family cannot be both trained on and held out")
+        if self.style not in STYLES:
+            raise ValueError(f"unknown trajectory style {self.style!r} (known: {', '.join(STYLES)})")
+        if not self.difficulty or min(self.difficulty) < 1:
+            raise ValueError(f"difficulties must be >= 1, got {self.difficulty}")
+        if self.trajectories_per_question < 1:
+            raise ValueError("trajectories_per_question must be >= 1")
+
+    def fingerprint(self) -> str:
+        """A short stable hash of the config (names on-disk datasets)."""
+        return hashlib.sha256(repr(dataclasses.astuple(self)).encode()).hexdigest()[:10]
+
+
+def _split_sizes(config: LabConfig, split: str) -> tuple[tuple[str, ...], int]:
+    """(families, questions per family) of `split`."""
+    if split == "train":
+        return config.families, config.train_size
+    if split in ("validation", "test"):
+        return config.families, config.eval_size
+    if split == "heldout":
+        return config.heldout_families, config.eval_size
+    raise ValueError(f"unknown lab split {split!r} (known: {', '.join(SPLITS)})")
+
+
+def lab_records(config: LabConfig, split: str) -> Iterator[dict]:
+    """Records of `split`, deterministic in (config, split). Questions never repeat within or
+    across train / validation / test (earlier splits claim a question first)."""
+    families, _ = _split_sizes(config, split)
+    order = ["train", "validation", "test"]
+    # replay the earlier splits of each family so that their questions are excluded
+    replay = order[:order.index(split) + 1] if split in order else ["heldout"]
+    for fi, name in enumerate(families):
+        family = FAMILIES[name]
+        seen: set[str] = set()
+        for s in replay:
+            n = config.train_size if s == "train" else config.eval_size
+            rng = np.random.default_rng([config.seed, fi, SPLITS.index(s)])
+            made = 0
+            attempts = 0
+            while made < n:
+                attempts += 1
+                if attempts > 50 * n + 1000:
+                    raise RuntimeError(f"lab: cannot draw {n} distinct {name} questions at difficulty "
+                                       f"{config.difficulty}; lower the size or raise the difficulty")
+                problem = family.sample(rng, int(rng.choice(config.difficulty)))
+                if problem.question in seen:
+                    continue
+                seen.add(problem.question)
+                made += 1
+                if s != split:
+                    continue
+                trajectories = [render(family, problem, config.style, rng)
+                                for _ in range(config.trajectories_per_question)]
+                yield {
+                    "id": f"lab-{name}-{split}-{made - 1}",
+                    "source": "lab",
+                    "family": name,
+                    "question": problem.question,
+                    "answer": problem.answer,
+                    "trajectory": trajectories[0].text,
+                    "style": config.style,
+                    "generations": [t.text for t in trajectories],
+                    "difficulty": problem.difficulty,
+                }
+
+
+def prompt_tokens(question: str, vocab: LabVocab = LAB_VOCAB) -> list[int]:
+    """`<bos> question <think>` as ids."""
+    return [vocab.bos_id, *vocab.encode(question), vocab.think_id]
+
+
+def answer_suffix_tokens(answer: str, vocab: LabVocab = LAB_VOCAB) -> list[int]:
+    """`</think> **Final Answer** \\boxed{ answer } <eos>` as ids."""
+    return [vocab.end_think_id, *vocab.encode_tokens(ANSWER_TEMPLATE), *vocab.encode(answer),
+            vocab.ids[ANSWER_CLOSE], vocab.eos_id]
+
+
+def encode_example(question: str, trajectory: str, answer: str,
+                   vocab: LabVocab = LAB_VOCAB) -> dict[str, np.ndarray]:
+    """tokens int32[n] and loss_mask int32[n] (1 on every token after `<think>`)."""
+    prompt = prompt_tokens(question, vocab)
+    rest = [*vocab.encode(trajectory), *answer_suffix_tokens(answer, vocab)]
+    tokens = np.asarray(prompt + rest, np.int32)
+    mask = np.asarray([0] * len(prompt) + [1] * len(rest), np.int32)
+    return {"tokens": tokens, "loss_mask": mask}
+
+
+def parse_answer(ids: Sequence[int], vocab: LabVocab = LAB_VOCAB) -> tuple[str | None, bool]:
+    """From generated ids (after the prompt): (the answer inside \\boxed{ }, well_formed).
+
+    well_formed is True when the output has `</think>`, the template and a closing `}`.
+    The answer is None when no boxed answer can be found."""
+    toks = [vocab.tokens[int(i)] for i in ids if 0 <= int(i) < vocab.size]
+    if vocab.tokens[vocab.eos_id] in toks:
+        toks = toks[:toks.index(vocab.tokens[vocab.eos_id])]
+    tmpl = list(ANSWER_TEMPLATE)
+    for k in range(len(toks) - len(tmpl), -1, -1):
+        if toks[k:k + len(tmpl)] == tmpl:
+            rest = toks[k + len(tmpl):]
+            closed = ANSWER_CLOSE in rest
+            body = rest[:rest.index(ANSWER_CLOSE)] if closed else rest
+            answer = vocab.decode(vocab.encode_tokens(body)) if body else None
+            well_formed = closed and k > 0 and toks[k - 1] == END_THINK
+            return answer, well_formed
+    return None, False
+
