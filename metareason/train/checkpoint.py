@@ -1,0 +1,114 @@
+"""Checkpoints: orbax `CheckpointManager` (atomic step directories, kept N deep) plus a
+checksum manifest per step, so a damaged checkpoint (a truncated or altered file) is detected
+before it is trusted, reported in one line, and the previous one used instead."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+__all__ = ["Checkpointer", "CheckpointDamaged"]
+
+log = logging.getLogger("metareason.checkpoint")
+
+
+class CheckpointDamaged(RuntimeError):
+    """Every checkpoint present is damaged (one line, names the steps and the reason)."""
+
+
+def _digest(step_dir: Path) -> dict[str, str]:
+    out = {}
+    for f in sorted(p for p in step_dir.rglob("*") if p.is_file()):
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        out[str(f.relative_to(step_dir))] = h.hexdigest()
+    return out
+
+
+class Checkpointer:
+    """Saves and restores (state pytree, JSON extra) by step under `directory`.
+
+    >>> ckpt = Checkpointer("/abs/run/checkpoints", keep=3)
+    >>> ckpt.save(100, state, {"data": iterator_state})
+    >>> step, state, extra = ckpt.restore_latest(abstract_state)   # or None if there is none
+    """
+
+    def __init__(self, directory: str | Path, keep: int = 3):
+        self.directory = Path(directory).absolute()  # orbax needs absolute paths
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._sums = self.directory / "checksums"
+        self._sums.mkdir(exist_ok=True)
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+    def save(self, step: int, state: Any, extra: dict) -> None:
+        """Saves and waits until the step is on disk, then records its checksums."""
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                        extra=ocp.args.JsonSave(extra)), force=True)
+        self.manager.wait_until_finished()
+        step_dir = self.directory / str(step)
+        tmp = self._sums / f".{step}.json.tmp"
+        tmp.write_text(json.dumps(_digest(step_dir)))
+        tmp.replace(self._sums / f"{step}.json")
+        kept = {str(s) for s in self.manager.all_steps()}
+        for f in self._sums.glob("*.json"):
+            if f.stem not in kept:
+                f.unlink()
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def _damage(self, step: int) -> str | None:
+        """Why `step` cannot be trusted, or None."""
+        manifest = self._sums / f"{step}.json"
+        if not manifest.exists():
+            return None  # saved but not yet summed (a crash in between): orbax finalised it, try it
+        expected = json.loads(manifest.read_text())
+        found = _digest(self.directory / str(step))
+        for name, digest in expected.items():
+            if name not in found:
+                return f"file {name} is missing"
+            if found[name] != digest:
+                return f"file {name} does not match its checksum (truncated or altered)"
+        return None
+
+    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
+        """(step, state, extra) of the newest intact checkpoint; None if there is none.
+
+        `abstract_state`: the state's structure as `jax.ShapeDtypeStruct`s (`jax.eval_shape`).
+        A damaged newest checkpoint is reported (logged, one line) and the previous one used."""
+        steps = self.steps()
+        problems = []
+        for step in reversed(steps):
+            reason = self._damage(step)
+            if reason is None:
+                try:
+                    restored = self.manager.restore(step, args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))
+                    return step, restored["state"], dict(restored["extra"])
+                except Exception as err:  # orbax / tensorstore errors are long; keep the first line
+                    reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+            msg = f"checkpoint step {step} in {self.directory} is damaged ({reason})"
+            log.warning("%s; trying an older one", msg)
+            print(f"warning: {msg}; trying an older one", flush=True)
+            problems.append(f"step {step}: {reason}")
+        if steps:
+            raise CheckpointDamaged(f"no intact checkpoint in {self.directory}: " + "; ".join(problems))
+        return None
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def abstract_like(tree: Any) -> Any:
+    """`jax.ShapeDtypeStruct`s with the shapes, dtypes and shardings of `tree`'s arrays."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)

@@ -1,0 +1,52 @@
+"""The train state and its optimizer."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+__all__ = ["TrainState", "OptimizerConfig", "make_optimizer", "init_state"]
+
+
+class TrainState(NamedTuple):
+    """step: int32[]; params; opt_state; rng: uint32[2] raw key data (checkpoint-friendly)."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    rng: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """AdamW with linear warm-up, cosine decay to `final_lr_fraction`, global-norm clipping."""
+
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    total_steps: int = 1000
+    final_lr_fraction: float = 0.1
+    weight_decay: float = 0.01
+    b1: float = 0.9
+    b2: float = 0.98
+    clip_norm: float = 1.0
+
+    def schedule(self) -> optax.Schedule:
+        return optax.warmup_cosine_decay_schedule(
+            init_value=0.0, peak_value=self.lr, warmup_steps=max(self.warmup_steps, 1),
+            decay_steps=max(self.total_steps, self.warmup_steps + 1), end_value=self.lr * self.final_lr_fraction)
+
+
+def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
+    return optax.chain(
+        optax.clip_by_global_norm(config.clip_norm),
+        optax.adamw(config.schedule(), b1=config.b1, b2=config.b2, weight_decay=config.weight_decay),
+    )
+
+
+def init_state(params: Any, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+                      rng=jax.random.key_data(jax.random.key(seed)))

@@ -1,0 +1,43 @@
+"""A jit-compiled SFT step with buffer donation that never commits a non-finite update."""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from metareason.model import ModelConfig
+from metareason.train.loss import sft_loss
+from metareason.train.state import TrainState
+
+__all__ = ["make_train_step", "make_eval_loss"]
+
+
+def make_train_step(config: ModelConfig, optimizer: optax.GradientTransformation) -> Callable:
+    """Returns `step(state, batch) -> (state, metrics)`, jitted, donating `state`.
+
+    If the loss or the gradient norm is not finite, the returned state is the input state
+    (nothing is committed) and metrics["finite"] is False, so the caller can stop with the
+    last good state still in hand."""
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def step(state: TrainState, batch):
+        (loss, metrics), grads = jax.value_and_grad(
+            functools.partial(sft_loss, config=config), has_aux=True)(state.params, batch)
+        grad_norm = optax.tree.norm(grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        new = TrainState(state.step + 1, params, opt_state, state.rng)
+        new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+        return new, dict(metrics, grad_norm=grad_norm, finite=finite)
+
+    return step
+
+
+def make_eval_loss(config: ModelConfig) -> Callable:
+    """`eval_loss(params, batch) -> metrics`, jitted."""
+    return jax.jit(lambda params, batch: sft_loss(params, batch, config=config)[1])
