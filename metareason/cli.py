@@ -1,5 +1,10 @@
 """`metareason <command>`: the command line. Each command is a dataclass config (tyro turns
-its fields and docstrings into flags and help); the work lives in library functions."""
+its fields and docstrings into flags and help); the work lives in library functions.
+
+    metareason selfcheck
+    metareason train --preset arith-long --steps 800 --out runs/my-run
+    metareason train --preset arith-long --out runs/my-run --resume
+"""
 
 from __future__ import annotations
 
@@ -9,20 +14,45 @@ import tyro
 
 from metareason.selfcheck import SelfCheck, run_selfcheck
 
-COMMANDS = {
-    "selfcheck": (SelfCheck, run_selfcheck),
-}
+USAGE = "usage: metareason {selfcheck,train} [--help]"
+
+
+def _train(argv: list[str]) -> None:
+    """SFT on the synthetic lab (--preset NAME, --resume)."""
+    from metareason.train.presets import train_presets
+    from metareason.train.sft import SFTConfig, train_sft
+
+    presets = train_presets()
+    default = presets["lab"]
+    if "--preset" in argv:
+        i = argv.index("--preset")
+        if i + 1 >= len(argv) or argv[i + 1] not in presets:
+            raise SystemExit(f"metareason train: --preset needs one of {', '.join(sorted(presets))}")
+        default = presets[argv[i + 1]]
+        argv = argv[:i] + argv[i + 2:]
+    cfg = tyro.cli(SFTConfig, default=default, args=argv, prog="metareason train",
+                   description="SFT on the synthetic lab. --preset NAME (one of "
+                               f"{', '.join(sorted(presets))}) picks the defaults; flags override them.")
+    train_sft(cfg)
+
+
+def _selfcheck(argv: list[str]) -> None:
+    """Build, export, reload and cross-check tiny models of each family."""
+    run_selfcheck(tyro.cli(SelfCheck, args=argv, prog="metareason selfcheck"))
+
+
+COMMANDS = {"selfcheck": _selfcheck, "train": _train}
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    config = tyro.extras.subcommand_cli_from_dict(
-        {name: cls for name, (cls, _) in COMMANDS.items()}, args=argv,
-        description="metareason: LLM reasoning as meta-learning, measured in JAX.")
-    for cls, run in COMMANDS.values():
-        if type(config) is cls:
-            run(config)
-            return
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        print("\n".join(f"  {name:10s} {fn.__doc__}" for name, fn in COMMANDS.items()))
+        raise SystemExit(0 if argv else 2)
+    if argv[0] not in COMMANDS:
+        raise SystemExit(f"metareason: unknown command {argv[0]!r}\n{USAGE}")
+    COMMANDS[argv[0]](argv[1:])
 
 
 if __name__ == "__main__":

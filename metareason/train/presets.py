@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from metareason.model import ModelConfig
 from metareason.tokenize.lab import LAB_VOCAB
 
-__all__ = ["MODEL_PRESETS", "model_preset"]
+__all__ = ["MODEL_PRESETS", "model_preset", "train_presets"]
 
 MODEL_PRESETS = {
     # ~0.1 M parameters: tests and smoke runs
@@ -23,3 +25,23 @@ def model_preset(name: str) -> ModelConfig:
     if name not in MODEL_PRESETS:
         raise ValueError(f"unknown model preset {name!r} (known: {', '.join(MODEL_PRESETS)})")
     return MODEL_PRESETS[name]
+
+
+def train_presets() -> dict:
+    """Named `SFTConfig`s for `metareason train --preset NAME` (flags after it override)."""
+    from metareason.tasks.lab import LabConfig
+    from metareason.train.sft import SFTConfig
+    from metareason.train.state import OptimizerConfig
+
+    arith = dict(families=("arith",), difficulty=(1, 2), train_size=4000, eval_size=100)
+    out = {
+        "lab": SFTConfig(out=Path("runs/sft-lab"), lab=LabConfig(style="long", train_size=1500)),
+        "tiny": SFTConfig(out=Path("runs/sft-tiny"), model="lab-tiny", steps=30, batch_size=4, seq_len=256,
+                          lab=LabConfig(families=("arith", "pointer"), difficulty=(1,), train_size=100,
+                                        eval_size=8),
+                          optimizer=OptimizerConfig(lr=3e-3, warmup_steps=5), log_every=5, checkpoint_every=10,
+                          eval_questions=8),
+    }
+    for style in ("long", "short", "none", "summary"):
+        out[f"arith-{style}"] = SFTConfig(out=Path(f"runs/sft-arith-{style}"), lab=LabConfig(style=style, **arith))
+    return out

@@ -20,13 +20,13 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import numpy as np
 
 from metareason.model import init
-from metareason.tasks.lab import LabConfig, encode_example, lab_records
+from metareason.tasks.lab import LabConfig, encode_example
 from metareason.train.checkpoint import Checkpointer, abstract_like
 from metareason.train.evaluation import lab_accuracy
 from metareason.train.metrics import MetricsWriter
@@ -57,22 +57,30 @@ class SFTConfig:
     slots_per_question: int = 1
     """Examples per question per epoch (equal training frequency across k)."""
     steps: int = 600
+    """Optimizer steps (the learning-rate schedule spans them)."""
     batch_size: int = 8
     """Packed rows per step."""
     seq_len: int = 512
-    """Tokens per packed row."""
+    """Tokens per packed row (a longer example is an error)."""
+    packing_bins: int = 0
+    """Rows the packer fills at once (0: 4 x batch_size; more packs tighter)."""
     optimizer: OptimizerConfig = OptimizerConfig()
     log_every: int = 10
+    """Train metrics every this many steps."""
     eval_every: int = 0
     """Greedy validation accuracy every this many steps (0: only at the end)."""
     eval_questions: int = 50
     """Validation/test questions per family used by evaluation."""
     checkpoint_every: int = 100
+    """Save a checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = 3
+    """Checkpoints kept on disk (oldest deleted first)."""
     resume: bool = False
     """Continue from the newest intact checkpoint in `out`."""
     seed: int = 0
+    """Seed of the model init and the data order."""
     final_eval: bool = True
+    """Greedy accuracy on validation / test (/ heldout) at the end, into summary.json."""
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -81,23 +89,34 @@ class SFTConfig:
         return d
 
 
-def _examples(cfg: SFTConfig) -> list[dict[str, np.ndarray]]:
-    """Encoded training examples in a fixed order (E10 slot rule applied)."""
-    if cfg.k_trajectories > cfg.lab.trajectories_per_question:
-        raise ValueError(f"k_trajectories={cfg.k_trajectories} exceeds the lab's trajectories_per_question="
-                         f"{cfg.lab.trajectories_per_question}")
-    records = list(lab_records(cfg.lab, "train"))
-    slots = trajectory_slots(len(records), cfg.k_trajectories, cfg.slots_per_question, cfg.seed)
-    return [encode_example(records[q]["question"], records[q]["generations"][t], records[q]["answer"])
-            for q, t in slots]
+class TrajectorySlots:
+    """Random access to training examples: example i is question slots[i, 0] with its
+    trajectory number slots[i, 1] (the E10 rule, `trajectory_slots`)."""
+
+    def __init__(self, records: Sequence[dict], slots: np.ndarray):
+        self.records, self.slots = records, slots
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def __getitem__(self, i: int) -> dict:
+        q, t = self.slots[int(i)]
+        record = dict(self.records[int(q)])
+        record["trajectory"] = record["generations"][int(t)] if record["generations"] else record["trajectory"]
+        return record
 
 
-def _eval_records(cfg: SFTConfig, split: str) -> list[dict]:
-    per_family: dict[str, int] = {}
+def _encode(record: dict) -> dict[str, np.ndarray]:
+    return encode_example(record["question"], record["trajectory"], record["answer"])
+
+
+def _eval_records(records: Sequence[dict], per_family_limit: int) -> list[dict]:
+    """The first `per_family_limit` records of each family."""
+    counts: dict[str, int] = {}
     out = []
-    for r in lab_records(cfg.lab, split):
-        if per_family.get(r["family"], 0) < cfg.eval_questions:
-            per_family[r["family"]] = per_family.get(r["family"], 0) + 1
+    for r in records:
+        if counts.get(r["family"], 0) < per_family_limit:
+            counts[r["family"]] = counts.get(r["family"], 0) + 1
             out.append(r)
     return out
 
@@ -106,7 +125,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     """Runs (or resumes) SFT; returns the summary (also written to out/summary.json)."""
     from tqdm import tqdm
 
-    from metareason.data.pipeline import PackedBatches
+    from metareason.data import build_lab, training_batches
 
     out = cfg.out.absolute()
     out.mkdir(parents=True, exist_ok=True)
@@ -121,9 +140,17 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     cfg_file.write_text(json.dumps(cfg.to_json(), indent=2))
 
     model_cfg = model_preset(cfg.model)
-    optimizer = make_optimizer(dataclasses.replace(cfg.optimizer, total_steps=cfg.steps))
+    optimizer = make_optimizer(cfg.optimizer, cfg.steps)
     state = init_state(init(model_cfg, jax.random.key(cfg.seed)), optimizer, cfg.seed)
-    batches = PackedBatches(_examples(cfg), batch_size=cfg.batch_size, seq_len=cfg.seq_len, seed=cfg.seed)
+    if cfg.k_trajectories > cfg.lab.trajectories_per_question:
+        raise ValueError(f"k_trajectories={cfg.k_trajectories} exceeds the lab's trajectories_per_question="
+                         f"{cfg.lab.trajectories_per_question}")
+    sources = build_lab(cfg.lab, out / "data")
+    slots = trajectory_slots(len(sources["train"]), cfg.k_trajectories, cfg.slots_per_question, cfg.seed)
+    dataset = training_batches(TrajectorySlots(sources["train"], slots), _encode, seq_len=cfg.seq_len,
+                               batch_size=cfg.batch_size, seed=cfg.seed, num_epochs=None,
+                               num_packing_bins=cfg.packing_bins or 4 * cfg.batch_size, too_long="error")
+    batches = iter(dataset)
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
     start = 0
     if cfg.resume:
@@ -134,7 +161,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
             print(f"resumed from step {start} of {out}", flush=True)
     metrics = MetricsWriter(out, start_step=start)
     step_fn = make_train_step(model_cfg, optimizer)
-    val = _eval_records(cfg, "validation")
+    val = _eval_records(sources["validation"], cfg.eval_questions)
 
     t0, tokens_seen = time.perf_counter(), 0
     pbar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="sft", unit="step")
@@ -152,7 +179,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
             if done % cfg.log_every == 0 or done == cfg.steps:
                 m = jax.device_get(m)
                 row = {"loss": float(m["loss"]), "token_accuracy": float(m["accuracy"]),
-                       "grad_norm": float(m["grad_norm"]), "lr": float(optimizer_lr(cfg, done)),
+                       "grad_norm": float(m["grad_norm"]), "lr": float(cfg.optimizer.schedule(cfg.steps)(done)),
                        "trained_tokens_per_s": tokens_seen / (time.perf_counter() - t0)}
                 metrics.write(done, "train", row)
                 pbar.set_postfix(loss=f"{row['loss']:.3f}")
@@ -168,18 +195,14 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
                                "params": model_cfg.num_params(), "style": cfg.lab.style}
     if cfg.final_eval:
         for split in ("validation", "test") + (("heldout",) if cfg.lab.heldout_families else ()):
-            res = lab_accuracy(state.params, model_cfg, _eval_records(cfg, split))
+            res = lab_accuracy(state.params, model_cfg, _eval_records(sources[split], cfg.eval_questions))
             summary[split] = res
             metrics.write(cfg.steps, split, _flat_eval(res))
-        print(f"test greedy accuracy {summary['test']['accuracy']:.3f} "
-              f"({', '.join(f'{f} {r['accuracy']:.2f}' for f, r in summary['test']['per_family'].items())})")
+        per_family = ", ".join(f"{f} {r['accuracy']:.2f}" for f, r in summary["test"]["per_family"].items())
+        print(f"test greedy accuracy {summary['test']['accuracy']:.3f} ({per_family})")
     metrics.close()
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def optimizer_lr(cfg: SFTConfig, step: int) -> float:
-    return float(dataclasses.replace(cfg.optimizer, total_steps=cfg.steps).schedule()(step))
 
 
 def _flat_eval(res: dict) -> dict[str, float]:

@@ -26,24 +26,25 @@ class OptimizerConfig:
     """AdamW with linear warm-up, cosine decay to `final_lr_fraction`, global-norm clipping."""
 
     lr: float = 1e-3
+    """Peak learning rate."""
     warmup_steps: int = 50
-    total_steps: int = 1000
     final_lr_fraction: float = 0.1
     weight_decay: float = 0.01
     b1: float = 0.9
     b2: float = 0.98
     clip_norm: float = 1.0
 
-    def schedule(self) -> optax.Schedule:
+    def schedule(self, total_steps: int) -> optax.Schedule:
         return optax.warmup_cosine_decay_schedule(
             init_value=0.0, peak_value=self.lr, warmup_steps=max(self.warmup_steps, 1),
-            decay_steps=max(self.total_steps, self.warmup_steps + 1), end_value=self.lr * self.final_lr_fraction)
+            decay_steps=max(total_steps, self.warmup_steps + 1), end_value=self.lr * self.final_lr_fraction)
 
 
-def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
+def make_optimizer(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
+    """Clipping, then AdamW on the warm-up + cosine schedule over `total_steps`."""
     return optax.chain(
         optax.clip_by_global_norm(config.clip_norm),
-        optax.adamw(config.schedule(), b1=config.b1, b2=config.b2, weight_decay=config.weight_decay),
+        optax.adamw(config.schedule(total_steps), b1=config.b1, b2=config.b2, weight_decay=config.weight_decay),
     )
 
 

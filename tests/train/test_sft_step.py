@@ -49,7 +49,7 @@ def test_step_with_nan_commits_nothing():
     params = random_params(CONFIG)
     bad_token = 7
     params["embed_tokens"]["embedding"] = params["embed_tokens"]["embedding"].at[bad_token].set(jnp.nan)
-    opt = make_optimizer(OptimizerConfig(lr=1e-2, warmup_steps=1))
+    opt = make_optimizer(OptimizerConfig(lr=1e-2, warmup_steps=1), total_steps=10)
     step = make_train_step(CONFIG, opt)
     good = _packed([np.array([1, 2, 3, 4, 5, 6])], [np.array([0, 1, 1, 1, 1, 1])], 8)
     bad = _packed([np.array([1, 2, bad_token, 4, 5, 6])], [np.array([0, 1, 1, 1, 1, 1])], 8)
