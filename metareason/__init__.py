@@ -1,14 +1,16 @@
 """metareason: LLM reasoning as meta-learning, measured in JAX.
 
-Subpackages: `metareason.model` (the transformer and Hugging Face interop) and
-`metareason.tokenize` (tokenizers and chat templates). The model-side imports never pull in
-tensorflow-datasets or grain, so they run on accelerator images that lack them.
+Subpackages: `model` (the transformer, Hugging Face interop), `tokenize` (the lab vocabulary,
+HF tokenizers with chat templates), `tasks` (the synthetic reasoning lab), `sample` (batched
+decoding), `train` (SFT, checkpoints), and `data` (tensorflow-datasets builders, grain
+pipelines; import it explicitly). Everything imported here runs without tensorflow-datasets
+or grain, on accelerator images that lack them.
 """
 
-from metareason import model, tokenize
+from metareason import model, sample, tasks, tokenize
 from metareason.model import ModelConfig, apply, init, load_hf_checkpoint, save_hf_checkpoint
 from metareason.tokenize import HFTokenizer
 
 __version__ = "0.1.0"
-__all__ = ["model", "tokenize", "ModelConfig", "init", "apply", "load_hf_checkpoint",
+__all__ = ["model", "sample", "tasks", "tokenize", "ModelConfig", "init", "apply", "load_hf_checkpoint",
            "save_hf_checkpoint", "HFTokenizer", "__version__"]

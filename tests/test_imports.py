@@ -7,7 +7,8 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["metareason", "metareason.model", "metareason.tokenize", "metareason.cli"])
+@pytest.mark.parametrize("module", ["metareason", "metareason.model", "metareason.tokenize", "metareason.cli",
+                                    "metareason.sample", "metareason.tasks", "metareason.train"])
 def test_import_chain_is_light(module):
     code = (f"import sys, {module}\n"
             "heavy = [m for m in ('tensorflow_datasets', 'grain', 'tensorflow', 'torch', 'transformers') if m in sys.modules]\n"

@@ -1,0 +1,20 @@
+"""Outer loops. SFT: loss on packed batches, an AdamW train state, a NaN-guarded jitted step,
+orbax checkpoints with checksums, metrics (JSONL + TensorBoard), greedy lab evaluation, and
+the `metareason train` run (`SFTConfig`, `train_sft`).
+
+Importing this package does not import tensorflow-datasets or grain (`train_sft` does, when run)."""
+
+from metareason.train.checkpoint import CheckpointDamaged, Checkpointer, abstract_like
+from metareason.train.evaluation import lab_accuracy
+from metareason.train.loss import next_token_loss, sft_loss
+from metareason.train.metrics import MetricsWriter
+from metareason.train.presets import MODEL_PRESETS, model_preset, train_presets
+from metareason.train.sft import SFTConfig, TrainingDiverged, train_sft
+from metareason.train.state import OptimizerConfig, TrainState, init_state, make_optimizer
+from metareason.train.step import make_eval_loss, make_train_step
+from metareason.train.trajectories import trajectory_slots
+
+__all__ = ["CheckpointDamaged", "Checkpointer", "abstract_like", "lab_accuracy", "next_token_loss", "sft_loss",
+           "MetricsWriter", "MODEL_PRESETS", "model_preset", "train_presets", "SFTConfig", "TrainingDiverged",
+           "train_sft", "OptimizerConfig", "TrainState", "init_state", "make_optimizer", "make_eval_loss",
+           "make_train_step", "trajectory_slots"]
