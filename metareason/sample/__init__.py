@@ -1,0 +1,15 @@
+"""Jit-compiled batched decoding with the KV cache (temperature, top-k, top-p, stop tokens, budgets).
+
+    sampling = SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=256, stop_tokens=(eos,))
+    out = generate(params, prompts, prompt_lengths, config=config, sampling=sampling,
+                   key=jax.random.key(0))          # out.tokens: int32[B, 256], out.lengths: int32[B]
+
+Imports only jax/numpy and `metareason.model` (no tensorflow-datasets, grain, torch).
+"""
+
+from metareason.sample.config import SamplingConfig, SamplingError
+from metareason.sample.filters import process_logits, sample_token, top_k_filter, top_p_filter
+from metareason.sample.decode import SampleOutput, generate
+
+__all__ = ["SamplingConfig", "SamplingError", "SampleOutput", "generate",
+           "top_k_filter", "top_p_filter", "process_logits", "sample_token"]
