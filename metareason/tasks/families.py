@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Problem", "Step", "Family", "FAMILIES", "get_family"]
+__all__ = ["Problem", "Step", "Family", "FAMILIES", "get_family", "column_working"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +77,43 @@ class Family:
         """A different route to (or check of) the answer, used after "Alternatively"."""
         return None
 
+    def detail(self, problem: Problem, step: int) -> list[str]:
+        """Digit-level working that justifies step `step` (long trajectories write it first)."""
+        return []
+
+
+def column_working(a: int, op: str, b: int) -> list[str]:
+    """The digit-by-digit working of `a op b` (op "+", "-" with a >= b, or "*" with a one-digit
+    b), least significant digit first, as statements of single-digit arithmetic:
+    `8 + 5 + 1 = 14 , write 4 carry 1`, `3 + 10 - 7 = 6 , borrow 1`, `8 * 9 + 0 = 72 , write 2 carry 7`."""
+    da = [int(c) for c in reversed(str(a))]
+    if op == "*":
+        if not 0 <= b <= 9:
+            raise ValueError(f"column multiplication needs a one-digit multiplier, got {b}")
+        out, carry = [], 0
+        for d in da:
+            t = d * b + carry
+            out.append(f"{d} * {b} + {carry} = {t} , write {t % 10} carry {t // 10}")
+            carry = t // 10
+        return out
+    db = [int(c) for c in reversed(str(b))]
+    db += [0] * (len(da) - len(db))
+    da += [0] * (len(db) - len(da))
+    out, carry = [], 0
+    for x, y in zip(da, db):
+        if op == "+":
+            t = x + y + carry
+            out.append(f"{x} + {y} + {carry} = {t} , write {t % 10} carry {t // 10}")
+            carry = t // 10
+        else:  # subtraction, borrowing from the next column
+            if x - carry < y:
+                out.append(f"{x} + 10 - {carry} - {y} = {x + 10 - carry - y} , borrow 1")
+                carry = 1
+            else:
+                out.append(f"{x} - {carry} - {y} = {x - carry - y} , borrow 0")
+                carry = 0
+    return out
+
 
 def _near(rng, value: int, low: int = 0) -> int:
     """A wrong value near `value` (off by 1..3 or 10), never below `low`."""
@@ -127,6 +164,11 @@ class Arith(Family):
 
     def wrong_value(self, problem, step, rng):
         return str(_near(rng, int(self.solve(problem)[step].value)))
+
+    def detail(self, problem, step):
+        a = int(self.solve(problem)[step].chain[0].split()[0])
+        op, b = problem.data["ops"][step]
+        return column_working(a, op, b)
 
     def summary(self, problem):
         return [Step((problem.question[len("compute "):-2], problem.answer))]
@@ -214,6 +256,13 @@ class Linear(Family):
         if step == 0:  # keep it divisible by a, so the wrong chain stays in integers
             return str(c - b + a * int(rng.choice([-1, 1])) if c - b > a else c - b + a)
         return str(_near(rng, (c - b) // a, low=1))
+
+    def detail(self, problem, step):
+        a, b, c = problem.data["a"], problem.data["b"], problem.data["c"]
+        if step == 0:
+            return column_working(c, "-", b)
+        x = (c - b) // a  # division checked by multiplying back, digit by digit
+        return column_working(x, "*", a) if a <= 9 else []
 
     def summary(self, problem):
         a, b, c = problem.data["a"], problem.data["b"], problem.data["c"]

@@ -1,8 +1,9 @@
 """Trajectory styles: how a family's solution steps are written between `<think>` and `</think>`.
 
-- "long": numbered steps; some steps first state a planted slip, then a reflection word
-  ("Wait", "Hold_on", "Hmm") and the corrected statement; checks of some steps; an
-  "Alternatively" route; "Therefore answer is V" at the end.
+- "long": numbered steps, each first worked digit by digit where the family can (`detail`,
+  e.g. `2 + 7 + 0 = 9 , write 9 carry 0`), then stated with "So"; some steps first state a
+  planted slip, then a reflection word ("Wait", "Hold_on", "Hmm") and the corrected
+  statement; checks of some steps; an "Alternatively" route; "Therefore answer is V" at the end.
 - "short": every step once, nothing else.
 - "summary": the solution compressed to one or two statements.
 - "none": empty (the answer follows the delimiter at once).
@@ -67,13 +68,17 @@ def render(family: Family, problem: Problem, style: str, rng: np.random.Generato
     parts = []
     for i, step in enumerate(steps):
         head = f"step {i + 1} :" if not step.prefix else ""
+        working = family.detail(problem, i)
+        if working:
+            parts.append(" ".join(p for p in (head, " ; ".join(working)) if p))
+            head = "So"
         if i in slippable and rng.random() < slip_rate:
             wrong = step.with_value(family.wrong_value(problem, i, rng))
             reflection = str(rng.choice(_SLIP_REFLECTIONS))
             wrong_core = f" {wrong.op} ".join(wrong.chain)
             parts.append(" ".join(p for p in (head, wrong.prefix, wrong_core, reflection, ",", step.text()) if p))
         else:
-            lead = "Since" if (i > 0 and rng.random() < 0.2) else ""
+            lead = "Since" if (i > 0 and head != "So" and rng.random() < 0.2) else ""
             parts.append(" ".join(p for p in (head, lead, step.text()) if p))
         if i in slippable and rng.random() < check_rate:
             parts.append(f"check {f' {step.op} '.join(step.chain)} ok")

@@ -24,7 +24,7 @@ ANSWER_CLOSE = "}"
 REFLECTION_WORDS = ("Wait", "Alternatively", "Hold_on", "Hmm")
 CONNECTIVE_WORDS = ("Therefore", "Since", "So")
 _WORDS = ("compute", "add", "solve", "follow", "from", "steps", "step", "for", "x", "carry", "write",
-          "digit", "check", "ok", "not", "is", "then", "result", "column", "map", "answer", "start")
+          "digit", "check", "ok", "not", "is", "then", "result", "column", "map", "answer", "start", "borrow")
 _SYMBOLS = ("+", "-", "*", "/", "=", "(", ")", ",", ";", ":", "?", "->", "|")
 _LETTERS = tuple("abcdefghijklmnopqrstuvwyz")  # 'x' is a word above (the unknown)
 _DIGITS = tuple("0123456789")

@@ -43,5 +43,6 @@ def train_presets() -> dict:
                           eval_questions=8),
     }
     for style in ("long", "short", "none", "summary"):
-        out[f"arith-{style}"] = SFTConfig(out=Path(f"runs/sft-arith-{style}"), lab=LabConfig(style=style, **arith))
+        out[f"arith-{style}"] = SFTConfig(out=Path(f"runs/sft-arith-{style}"), steps=450,
+                                          lab=LabConfig(style=style, **arith))
     return out
