@@ -43,6 +43,7 @@ def train_presets() -> dict:
                           eval_questions=8),
     }
     for style in ("long", "short", "none", "summary"):
-        out[f"arith-{style}"] = SFTConfig(out=Path(f"runs/sft-arith-{style}"), steps=450,
+        out[f"arith-{style}"] = SFTConfig(out=Path(f"runs/sft-arith-{style}"), steps=600,
+                                          optimizer=OptimizerConfig(lr=3e-3), eval_every=150,
                                           lab=LabConfig(style=style, **arith))
     return out
