@@ -15,6 +15,7 @@ strictly left to right (no operator precedence); parentheses group.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import string
 from typing import Any
@@ -54,24 +55,27 @@ class Problem:
     data: dict[str, Any]
 
 
-class Family:
+class Family(abc.ABC):
+    """A task family: samples problems and writes (and perturbs) their solutions."""
+
     name: str = ""
 
+    @abc.abstractmethod
     def sample(self, rng: np.random.Generator, difficulty: int) -> Problem:
-        raise NotImplementedError  # interface; every family below implements it
+        """A random problem of `difficulty` (>= 1)."""
 
+    @abc.abstractmethod
     def solve(self, problem: Problem, slip: tuple[int, str] | None = None) -> list[Step]:
         """The solution steps; with `slip=(i, wrong)`, step i states `wrong` and later steps
         are computed from it (so the final value is wrong too)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def wrong_value(self, problem: Problem, step: int, rng: np.random.Generator) -> str:
         """A plausible wrong result for step `step` (differs from the right one)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def summary(self, problem: Problem) -> list[Step]:
         """The solution compressed to one or two statements."""
-        raise NotImplementedError
 
     def alternative(self, problem: Problem) -> Step | None:
         """A different route to (or check of) the answer, used after "Alternatively"."""
