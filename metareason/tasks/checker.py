@@ -22,7 +22,7 @@ _OPS = {"+", "-", "*", "/"}
 
 
 class _ParseError(ValueError):
-    pass
+    """Text that is not a well-formed chain or expression."""
 
 
 def evaluate(tokens: list[str], env: dict[str, Fraction] | None = None) -> Fraction:
