@@ -130,10 +130,11 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     out = cfg.out.absolute()
     out.mkdir(parents=True, exist_ok=True)
     cfg_file = out / "config.json"
+    current = json.loads(json.dumps(cfg.to_json()))  # tuples -> lists, as the file holds them
     if cfg.resume and cfg_file.exists():
         saved = json.loads(cfg_file.read_text())
-        if saved != json.loads(json.dumps(cfg.to_json())):
-            diff = sorted(k for k in saved if saved[k] != json.loads(json.dumps(cfg.to_json())).get(k))
+        if saved != current:
+            diff = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
             raise ValueError(f"--resume with a different config than {cfg_file} (differs in: {', '.join(diff)})")
     elif cfg_file.exists() and any((out / "checkpoints").glob("[0-9]*")):
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
