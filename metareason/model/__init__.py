@@ -10,12 +10,13 @@ from metareason.model.config import ATTENTION_IMPLS, FAMILIES, REMAT_POLICIES, C
 from metareason.model.hf import (CheckpointError, hf_state_dict, hf_tensor_names, load_hf_checkpoint,
                                  save_hf_checkpoint)
 from metareason.model.params import ParamsError, check_params, flatten, init, param_shapes, unflatten
-from metareason.model.transformer import InputError, ModelOutput, apply, rms_norm, segment_positions
+from metareason.model.transformer import (InputError, ModelOutput, apply, hidden_states, output_logits, rms_norm,
+                                         segment_positions)
 
 __all__ = [
     "ModelConfig", "RopeScaling", "ConfigError", "FAMILIES", "REMAT_POLICIES", "ATTENTION_IMPLS",
     "init", "param_shapes", "check_params", "ParamsError", "flatten", "unflatten",
-    "apply", "ModelOutput", "InputError", "segment_positions", "rms_norm",
+    "apply", "hidden_states", "output_logits", "ModelOutput", "InputError", "segment_positions", "rms_norm",
     "KVCache", "init_cache",
     "load_hf_checkpoint", "save_hf_checkpoint", "hf_tensor_names", "hf_state_dict", "CheckpointError",
 ]

@@ -24,7 +24,7 @@ from metareason.model.config import ModelConfig
 from metareason.model.params import check_params
 from metareason.model.rope import apply_rope, inverse_frequencies
 
-__all__ = ["apply", "ModelOutput", "InputError", "segment_positions", "rms_norm"]
+__all__ = ["apply", "hidden_states", "output_logits", "ModelOutput", "InputError", "segment_positions", "rms_norm"]
 
 
 class InputError(ValueError):
@@ -222,8 +222,30 @@ def apply(params: dict[str, Any], tokens: jax.Array, *, config: ModelConfig,
                       config=config, return_intermediates=return_intermediates)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "return_intermediates"))
-def _apply_jit(params, tokens, positions, mask, segment_ids, cache, *, config, return_intermediates):
+def hidden_states(params: dict[str, Any], tokens: jax.Array, *, config: ModelConfig,
+                  positions: jax.Array | None = None, mask: jax.Array | None = None,
+                  segment_ids: jax.Array | None = None,
+                  cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
+    """Like `apply`, but returns the normalised final hidden states [B, S, D] (what the output
+    head reads) and the cache, without computing logits: for callers that need logits at a few
+    positions only (`output_logits` on a gather), where [B, S, V] would not fit."""
+    tokens = jnp.asarray(tokens) if not isinstance(tokens, jax.Array) else tokens
+    _validate(config, params, tokens, positions, mask, segment_ids, cache)
+    return _hidden_jit(params, tokens, positions, mask, segment_ids, cache, config=config)
+
+
+def output_logits(params: dict[str, Any], hidden: jax.Array, *, config: ModelConfig) -> jax.Array:
+    """The output head: hidden [..., D] (from `hidden_states`) -> logits float32[..., V]."""
+    cdt = jnp.dtype(config.compute_dtype)
+    h = hidden.astype(cdt)
+    if config.tie_word_embeddings:
+        return jnp.einsum("...d,vd->...v", h, params["embed_tokens"]["embedding"].astype(cdt),
+                          preferred_element_type=_acc(cdt))
+    return jnp.einsum("...d,dv->...v", h, params["lm_head"]["kernel"].astype(cdt), preferred_element_type=_acc(cdt))
+
+
+def _trunk(params, tokens, positions, mask, segment_ids, cache, *, config, return_intermediates):
+    """Everything but the output head: (final normalised hidden [B, S, D], new cache, intermediates)."""
     cdt = jnp.dtype(config.compute_dtype)
     mask, positions, kv_segments = _masks_and_positions(config, tokens, positions, mask, segment_ids, cache)
     positions = jnp.asarray(positions, jnp.int32)
@@ -243,16 +265,25 @@ def _apply_jit(params, tokens, positions, mask, segment_ids, cache, *, config, r
     kv_in = None if cache is None else (cache.k, cache.v)
     h, (kv_out, inter) = lax.scan(body, h, (layers, kv_in))
     h = rms_norm(h, params["norm"]["scale"], config.rms_norm_eps)
-    if config.tie_word_embeddings:
-        logits = jnp.einsum("bsd,vd->bsv", h, params["embed_tokens"]["embedding"].astype(cdt),
-                            preferred_element_type=_acc(cdt))
-    else:
-        logits = jnp.einsum("bsd,dv->bsv", h, params["lm_head"]["kernel"].astype(cdt),
-                            preferred_element_type=_acc(cdt))
     new_cache = None
     if cache is not None:
         new_cache = KVCache(k=kv_out[0], v=kv_out[1], segment_ids=kv_segments,
                             index=cache.index + tokens.shape[1])
+    return h, new_cache, inter
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _hidden_jit(params, tokens, positions, mask, segment_ids, cache, *, config):
+    h, new_cache, _ = _trunk(params, tokens, positions, mask, segment_ids, cache, config=config,
+                             return_intermediates=False)
+    return h, new_cache
+
+
+@functools.partial(jax.jit, static_argnames=("config", "return_intermediates"))
+def _apply_jit(params, tokens, positions, mask, segment_ids, cache, *, config, return_intermediates):
+    h, new_cache, inter = _trunk(params, tokens, positions, mask, segment_ids, cache, config=config,
+                                 return_intermediates=return_intermediates)
+    logits = output_logits(params, h, config=config)
     if return_intermediates:
         inter = dict(inter, final_hidden=h)
     return ModelOutput(logits=logits, cache=new_cache, intermediates=inter)
