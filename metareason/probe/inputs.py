@@ -1,0 +1,205 @@
+"""From text to probe inputs: codecs (lab vocabulary or a Hugging Face tokenizer), cut selection
+and batching.
+
+An `Example` is one question with one trajectory, tokenized: `prompt` (everything before the
+trajectory, e.g. `<bos> question <think>`), `trajectory`, and the `probe` (answer template +
+answer) with its `targets` (the answer tokens). A trajectory prefix of k tokens is the cut
+`len(prompt) + k` in `ProbeBatch` coordinates; k runs from 0 (no trajectory) to len(trajectory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from metareason.probe.loss import ProbeBatch, ProbeError
+
+__all__ = ["Example", "LabCodec", "HFCodec", "CUT_RULES", "PAPER_TEMPLATE", "trajectory_cuts", "make_batch",
+           "probe_examples", "examples_from_records"]
+
+#: The paper's probe template (Algorithm 3), used with Hugging Face tokenizers.
+PAPER_TEMPLATE = "\n\n**Final Answer**\n\\boxed{"
+
+#: Ways to choose cuts (trajectory prefix lengths).
+CUT_RULES = ("every", "step", "sentence", "given")
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One question with one trajectory. prompt, trajectory, probe: int32[...]; targets: bool[A];
+    types: the token type of each trajectory token; meta: id, family, correct, style, ..."""
+
+    prompt: np.ndarray
+    trajectory: np.ndarray
+    probe: np.ndarray
+    targets: np.ndarray
+    types: tuple[str, ...]
+    meta: dict
+
+
+class LabCodec:
+    """Lab vocabulary: prompt `<bos> q <think>`, probe `[</think>] **Final Answer** \\boxed{ a }`."""
+
+    def __init__(self, vocab=None):
+        from metareason.tokenize.lab import LAB_VOCAB
+        self.vocab = vocab or LAB_VOCAB
+        self.step_ids = frozenset(self.vocab.ids[t] for t in (";",))
+        self.sentence_ids = self.step_ids
+
+    def example(self, question: str, trajectory: str, answer: str, *, delimiter: bool = False,
+                meta: dict | None = None) -> Example:
+        from metareason.tasks.lab import prompt_tokens
+        from metareason.tokenize.lab import ANSWER_CLOSE, ANSWER_TEMPLATE
+        v = self.vocab
+        ans = v.encode(answer) if answer.strip() else []
+        if not ans:
+            raise ProbeError(f"answer {answer!r} tokenizes to nothing")
+        head = ([v.end_think_id] if delimiter else []) + v.encode_tokens(ANSWER_TEMPLATE)
+        probe = head + ans + [v.ids[ANSWER_CLOSE]]
+        targets = [False] * len(head) + [True] * len(ans) + [False]
+        traj = v.encode(trajectory)
+        return Example(np.asarray(prompt_tokens(question, v), np.int32), np.asarray(traj, np.int32),
+                       np.asarray(probe, np.int32), np.asarray(targets), tuple(v.token_type(t) for t in traj),
+                       dict(meta or {}))
+
+
+class HFCodec:
+    """A Hugging Face tokenizer: prompt = the chat template with the generation prompt (plus
+    `think_prefix`, e.g. "<think>\\n" where the template does not add it); probe = the paper's
+    template, then the answer. Token types come from the decoded token text."""
+
+    REFLECTION = ("wait", "alternatively", "hold", "hmm")
+    CONNECTIVE = ("therefore", "since", "so", "thus")
+
+    def __init__(self, tokenizer, *, think_prefix: str = "", template: str = PAPER_TEMPLATE,
+                 delimiter: str = "</think>"):
+        self.tok, self.think_prefix, self.template, self.delimiter = tokenizer, think_prefix, template, delimiter
+        self.step_ids = frozenset(i for i in range(tokenizer.vocab_size) if "\n\n" in tokenizer.decode([i]))
+        self.sentence_ids = frozenset(i for i in range(tokenizer.vocab_size)
+                                      if tokenizer.decode([i]).rstrip().endswith((".", "\n")))
+
+    def token_type(self, token_id: int) -> str:
+        text = self.tok.decode([int(token_id)]).strip()
+        low = text.lower()
+        if text == self.delimiter:
+            return "delimiter"
+        if low in self.REFLECTION:
+            return "reflection"
+        if low in self.CONNECTIVE:
+            return "connective"
+        if text.isdigit():
+            return "digit"
+        return "word" if text.isalpha() else "symbol"
+
+    def example(self, question: str, trajectory: str, answer: str, *, delimiter: bool = False,
+                meta: dict | None = None) -> Example:
+        ans = self.tok.encode(answer)
+        if not answer.strip() or not ans:
+            raise ProbeError(f"answer {answer!r} tokenizes to nothing")
+        prompt = self.tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                              tokenize=False) + self.think_prefix
+        head = self.tok.encode((self.delimiter if delimiter else "") + self.template)
+        traj = self.tok.encode(trajectory)
+        return Example(np.asarray(self.tok.encode(prompt), np.int32), np.asarray(traj, np.int32),
+                       np.asarray(head + ans, np.int32), np.asarray([False] * len(head) + [True] * len(ans)),
+                       tuple(self.token_type(t) for t in traj), dict(meta or {}))
+
+
+def trajectory_cuts(example: Example, rule: str = "every", *, every: int = 1, codec=None,
+                    positions: Sequence[int] | None = None) -> np.ndarray:
+    """Trajectory prefix lengths k (sorted, unique, in [0, len(trajectory)]) to probe.
+
+    rule "every": 0, every, 2 * every, ... and always the full trajectory; "step" / "sentence":
+    0, after each step / sentence separator of `codec`, and the full trajectory; "given":
+    `positions` as they are (checked)."""
+    T = len(example.trajectory)
+    if rule == "every":
+        if every < 1:
+            raise ProbeError(f"every must be >= 1, got {every}")
+        ks = list(range(0, T + 1, every)) + [T]
+    elif rule in ("step", "sentence"):
+        if codec is None:
+            raise ProbeError(f"cut rule {rule!r} needs the codec (its separator tokens)")
+        ids = codec.step_ids if rule == "step" else codec.sentence_ids
+        ks = [0, T] + [i + 1 for i, t in enumerate(example.trajectory) if int(t) in ids]
+    elif rule == "given":
+        if positions is None:
+            raise ProbeError("cut rule 'given' needs positions")
+        ks = [int(k) for k in positions]
+        bad = [k for k in ks if not 0 <= k <= T]
+        if bad:
+            raise ProbeError(f"cut positions {bad} are out of range [0, {T}] (trajectory length)")
+    else:
+        raise ProbeError(f"unknown cut rule {rule!r} (known: {', '.join(CUT_RULES)})")
+    return np.asarray(sorted(set(ks)), np.int32)
+
+
+def _bucket(n: int, multiple: int) -> int:
+    return max(multiple, -(-n // multiple) * multiple)
+
+
+def make_batch(examples: Sequence[Example], cuts: Sequence[np.ndarray], *, multiple: int = 32) -> ProbeBatch:
+    """Pads examples (and their trajectory cuts k) into a `ProbeBatch`; lengths are rounded up to
+    `multiple` so similar batches reuse one compilation."""
+    if len(examples) != len(cuts) or not examples:
+        raise ProbeError(f"need one cut array per example, got {len(examples)} examples and {len(cuts)}")
+    lens = [len(e.prompt) + len(e.trajectory) for e in examples]
+    N = _bucket(max(lens), multiple)
+    A = _bucket(max(len(e.probe) for e in examples), 8)
+    M = _bucket(max(len(c) for c in cuts), 8)
+    B = len(examples)
+    context = np.zeros((B, N), np.int32)
+    cut = np.full((B, M), -1, np.int32)
+    probe = np.zeros((B, A), np.int32)
+    targets = np.zeros((B, A), bool)
+    for i, (e, k) in enumerate(zip(examples, cuts)):
+        context[i, :lens[i]] = np.concatenate([e.prompt, e.trajectory])
+        cut[i, :len(k)] = len(e.prompt) + np.asarray(k)
+        probe[i, :len(e.probe)] = e.probe
+        targets[i, :len(e.targets)] = e.targets
+    return ProbeBatch(context, np.asarray(lens, np.int32), cut, probe, targets)
+
+
+def probe_examples(params: Any, config, examples: Sequence[Example], cuts: Sequence[np.ndarray], *,
+                   batch_size: int = 16, method: str = "cache", cut_chunk: int = 32,
+                   progress: bool = False) -> list[dict]:
+    """Runs the probe over many examples (sorted by length into batches) and returns one curve
+    per example: {"k": trajectory prefix lengths, "x": k / len(trajectory), "loss": mean answer
+    NLL (L-hat), "total": summed NLL, "types": trajectory token types, **meta}."""
+    from metareason.probe.loss import answer_loss_along_trajectory
+
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].trajectory))
+    out: list[dict | None] = [None] * len(examples)
+    starts = range(0, len(order), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+        starts = tqdm(starts, desc="probe", unit="batch")
+    for s in starts:
+        idx = order[s:s + batch_size]
+        batch = make_batch([examples[i] for i in idx], [cuts[i] for i in idx])
+        res = answer_loss_along_trajectory(params, batch, config=config, method=method, cut_chunk=cut_chunk)
+        mean, total = np.asarray(res.mean), np.asarray(res.total)
+        for row, i in enumerate(idx):
+            e, k = examples[i], np.asarray(cuts[i])
+            T = max(len(e.trajectory), 1)
+            out[i] = dict(e.meta, k=k.tolist(), x=(k / T).tolist(), loss=mean[row, :len(k)].tolist(),
+                          total=total[row, :len(k)].tolist(), types=list(e.types),
+                          trajectory_length=len(e.trajectory))
+    return out  # type: ignore[return-value]
+
+
+
+def examples_from_records(codec, records: Iterable[dict], *, delimiter: bool = False) -> list[Example]:
+    """One `Example` per (record, generation): records in the data schema (question, answer,
+    trajectory or generations, optional family / style / correct)."""
+    out = []
+    for r in records:
+        gens = r.get("generations") or [r["trajectory"]]
+        for j, text in enumerate(gens):
+            meta = {key: r[key] for key in ("id", "family", "style", "difficulty", "correct") if key in r}
+            meta["generation"] = j
+            out.append(codec.example(r["question"], text, r["answer"], delimiter=delimiter, meta=meta))
+    return out
+
