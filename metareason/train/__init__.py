@@ -9,12 +9,12 @@ from metareason.train.evaluation import lab_accuracy
 from metareason.train.loss import next_token_loss, sft_loss
 from metareason.train.metrics import MetricsWriter
 from metareason.train.presets import MODEL_PRESETS, model_preset, train_presets
-from metareason.train.sft import SFTConfig, TrainingDiverged, train_sft
+from metareason.train.sft import SFTConfig, TrainingDiverged, load_run, sft_config_from_json, train_sft
 from metareason.train.state import OptimizerConfig, TrainState, init_state, make_optimizer
 from metareason.train.step import make_eval_loss, make_train_step
 from metareason.train.trajectories import trajectory_slots
 
 __all__ = ["CheckpointDamaged", "Checkpointer", "abstract_like", "lab_accuracy", "next_token_loss", "sft_loss",
            "MetricsWriter", "MODEL_PRESETS", "model_preset", "train_presets", "SFTConfig", "TrainingDiverged",
-           "train_sft", "OptimizerConfig", "TrainState", "init_state", "make_optimizer", "make_eval_loss",
+           "train_sft", "load_run", "sft_config_from_json", "OptimizerConfig", "TrainState", "init_state", "make_optimizer", "make_eval_loss",
            "make_train_step", "trajectory_slots"]

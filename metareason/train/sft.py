@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from metareason.model import init
+from metareason.model import ModelConfig, init
 from metareason.tasks.lab import LabConfig, encode_example
 from metareason.train.checkpoint import Checkpointer, abstract_like
 from metareason.train.evaluation import lab_accuracy
@@ -35,7 +35,7 @@ from metareason.train.state import OptimizerConfig, init_state, make_optimizer
 from metareason.train.step import make_train_step
 from metareason.train.trajectories import trajectory_slots
 
-__all__ = ["SFTConfig", "train_sft", "TrainingDiverged"]
+__all__ = ["SFTConfig", "train_sft", "TrainingDiverged", "load_run", "sft_config_from_json"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -212,3 +212,34 @@ def _flat_eval(res: dict) -> dict[str, float]:
         row[f"accuracy/{fam}"] = r["accuracy"]
     return row
 
+
+
+def sft_config_from_json(d: dict) -> SFTConfig:
+    """The `SFTConfig` a run's config.json holds (lists back to tuples)."""
+    lab = {k: tuple(v) if isinstance(v, list) else v for k, v in d["lab"].items()}
+    rest = {k: v for k, v in d.items() if k not in ("lab", "optimizer", "out")}
+    return SFTConfig(out=Path(d["out"]), lab=LabConfig(**lab), optimizer=OptimizerConfig(**d["optimizer"]), **rest)
+
+
+def load_run(run_dir: str | Path) -> tuple[SFTConfig, ModelConfig, Any, int]:
+    """(run config, model config, params, step) of a `metareason train` run directory, from its
+    newest intact checkpoint. Raises FileNotFoundError naming what is missing."""
+    run_dir = Path(run_dir).absolute()
+    cfg_file = run_dir / "config.json"
+    if not cfg_file.exists():
+        raise FileNotFoundError(f"{run_dir} is not a training run (no config.json)")
+    cfg = sft_config_from_json(json.loads(cfg_file.read_text()))
+    model_cfg = model_preset(cfg.model)
+    optimizer = make_optimizer(cfg.optimizer, cfg.steps)
+    abstract = jax.eval_shape(lambda: init_state(init(model_cfg, jax.random.key(0)), optimizer, 0))
+    if not (run_dir / "checkpoints").is_dir():
+        raise FileNotFoundError(f"{run_dir} has no checkpoints/ directory")
+    ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
+    try:
+        restored = ckpt.restore_latest(abstract)
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise FileNotFoundError(f"{run_dir} has no intact checkpoint")
+    done, state, _ = restored
+    return cfg, model_cfg, state.params, done
