@@ -73,9 +73,15 @@ def _split_sizes(config: LabConfig, split: str) -> tuple[tuple[str, ...], int]:
     raise ValueError(f"unknown lab split {split!r} (known: {', '.join(SPLITS)})")
 
 
-def lab_records(config: LabConfig, split: str) -> Iterator[dict]:
+def lab_records(config: LabConfig, split: str, *, also_styles: Sequence[str] = ()) -> Iterator[dict]:
     """Records of `split`, deterministic in (config, split). Questions never repeat within or
-    across train / validation / test (earlier splits claim a question first)."""
+    across train / validation / test (earlier splits claim a question first).
+
+    also_styles: more trajectory styles of the same questions, in record["also"][style] (drawn
+    from a separate per-question stream, so the records themselves do not change)."""
+    for st in also_styles:
+        if st not in STYLES:
+            raise ValueError(f"unknown trajectory style {st!r} (known: {', '.join(STYLES)})")
     families, _ = _split_sizes(config, split)
     order = ["train", "validation", "test"]
     # replay the earlier splits of each family so that their questions are excluded
@@ -102,6 +108,8 @@ def lab_records(config: LabConfig, split: str) -> Iterator[dict]:
                     continue
                 trajectories = [render(family, problem, config.style, rng)
                                 for _ in range(config.trajectories_per_question)]
+                extra_rng = np.random.default_rng([config.seed, fi, SPLITS.index(s), made, 1])
+                also = {st: render(family, problem, st, extra_rng).text for st in also_styles}
                 yield {
                     "id": f"lab-{name}-{split}-{made - 1}",
                     "source": "lab",
@@ -112,6 +120,7 @@ def lab_records(config: LabConfig, split: str) -> Iterator[dict]:
                     "style": config.style,
                     "generations": [t.text for t in trajectories],
                     "difficulty": problem.difficulty,
+                    **({"also": also} if also_styles else {}),
                 }
 
 

@@ -1,0 +1,111 @@
+"""E12: reasoning efficiency at equal token counts (Figs 10, 11 of the paper), with the sampler.
+
+Three ways to spend thinking tokens before the answer is forced with the answer template:
+- budget forcing: the model's own greedy thinking cut at B tokens (greedy decoding is prefix
+  consistent, so one generation at the largest budget serves every smaller one);
+- summarised trajectories: a given compressed trajectory (the lab's "summary" style);
+- no thinking: the answer forced right after the start of thinking.
+For each, the forced answer is decoded greedily and checked, and the true answer's NLL
+(the probe L-hat) is measured at the same context.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from metareason.model import ModelConfig
+from metareason.probe.loss import ProbeBatch, answer_loss_along_trajectory
+from metareason.sample import SamplingConfig, generate
+
+__all__ = ["greedy_continue", "forced_answers", "efficiency_table"]
+
+
+def _bucket(n: int, multiple: int = 32) -> int:
+    return max(multiple, -(-n // multiple) * multiple)
+
+
+def greedy_continue(params: Any, config: ModelConfig, prompts: Sequence[np.ndarray], *, max_new_tokens: int,
+                    stop_tokens: Sequence[int], pad_id: int = 0, batch_size: int = 64) -> list[np.ndarray]:
+    """Greedy continuations of each prompt (the stop token, if emitted, included); batches are
+    padded to fixed shapes so one compilation serves them all."""
+    P = _bucket(max(len(p) for p in prompts))
+    max_new_tokens = min(max_new_tokens, config.max_position_embeddings - P)
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens, stop_tokens=tuple(stop_tokens),
+                              pad_id=pad_id)
+    out = []
+    for s in range(0, len(prompts), batch_size):
+        chunk = prompts[s:s + batch_size]
+        arr = np.full((batch_size, P), pad_id, np.int32)
+        lens = np.ones(batch_size, np.int32)
+        for i, p in enumerate(chunk):
+            arr[i, :len(p)] = p
+            lens[i] = len(p)
+        arr[len(chunk):, 0] = chunk[0][0]
+        res = jax.device_get(generate(params, arr, lens, config=config, sampling=sampling, key=jax.random.key(0)))
+        out.extend(res.tokens[i, :res.lengths[i]] for i in range(len(chunk)))
+    return out
+
+
+def forced_answers(params: Any, config: ModelConfig, contexts: Sequence[np.ndarray], force: np.ndarray,
+                   answers: Sequence[np.ndarray], *, close_id: int, parse: Callable[[np.ndarray], str],
+                   max_answer_tokens: int = 8) -> tuple[list[str], np.ndarray]:
+    """Appends `force` (e.g. `</think> **Final Answer** \\boxed{`) to each context, decodes the
+    answer greedily up to `close_id`, and measures the true answer's mean NLL there.
+    Returns (decoded answers, NLL float[n])."""
+    prompts = [np.concatenate([c, force]).astype(np.int32) for c in contexts]
+    gens = greedy_continue(params, config, prompts, max_new_tokens=max_answer_tokens, stop_tokens=(close_id,))
+    decoded = [parse(g[:-1] if len(g) and g[-1] == close_id else g) for g in gens]
+    # the probe at the end of each context: probe = force + answer (targets: the answer)
+    n = len(contexts)
+    N = _bucket(max(len(c) for c in contexts))
+    A = _bucket(len(force) + max(len(a) for a in answers), 8)
+    ctx = np.zeros((n, N), np.int32)
+    probe = np.zeros((n, A), np.int32)
+    targets = np.zeros((n, A), bool)
+    for i, (c, a) in enumerate(zip(contexts, answers)):
+        ctx[i, :len(c)] = c
+        probe[i, :len(force) + len(a)] = np.concatenate([force, a])
+        targets[i, len(force):len(force) + len(a)] = True
+    lens = np.asarray([len(c) for c in contexts], np.int32)
+    res = answer_loss_along_trajectory(params, ProbeBatch(ctx, lens, lens[:, None], probe, targets), config=config)
+    return decoded, np.asarray(res.mean[:, 0], np.float64)
+
+
+def efficiency_table(params: Any, config: ModelConfig, records: Sequence[dict], *, budgets: Sequence[int],
+                     summaries: Sequence[str] | None = None, vocab=None, max_thinking: int | None = None) -> list[dict]:
+    """Rows {"mode", "budget", "mean_tokens", "accuracy", "answer_nll", "n"} for lab records:
+    mode "none" (budget 0), "budget" (each B in `budgets`, the model's own greedy thinking cut at
+    B tokens), "full" (thinking until the model ends it) and, given `summaries` (one text per
+    record), "summary"."""
+    from metareason.tasks.lab import prompt_tokens
+    from metareason.tokenize.lab import ANSWER_CLOSE, ANSWER_TEMPLATE, LAB_VOCAB
+
+    v = vocab or LAB_VOCAB
+    force = np.asarray([v.end_think_id, *v.encode_tokens(ANSWER_TEMPLATE)], np.int32)
+    close_id = v.ids[ANSWER_CLOSE]
+    prompts = [np.asarray(prompt_tokens(r["question"], v), np.int32) for r in records]
+    answers = [np.asarray(v.encode(r["answer"]), np.int32) for r in records]
+    truth = [r["answer"] for r in records]
+    max_thinking = max_thinking or max(budgets)
+    thinking = greedy_continue(params, config, prompts, max_new_tokens=max_thinking, stop_tokens=(v.end_think_id,))
+    thinking = [t[:-1] if len(t) and t[-1] == v.end_think_id else t for t in thinking]
+
+    def parse(ids):
+        return "".join(v.tokens[int(i)] for i in ids if int(i) in v.digit_ids) if len(ids) else ""
+
+    def row(mode, budget, thoughts):
+        ctx = [np.concatenate([p, t]).astype(np.int32) for p, t in zip(prompts, thoughts)]
+        got, nll = forced_answers(params, config, ctx, force, answers, close_id=close_id, parse=parse)
+        return {"mode": mode, "budget": budget, "mean_tokens": float(np.mean([len(t) for t in thoughts])),
+                "accuracy": float(np.mean([g == a for g, a in zip(got, truth)])), "answer_nll": float(nll.mean()),
+                "n": len(records)}
+
+    rows = [row("none", 0, [np.zeros(0, np.int32)] * len(records))]
+    rows += [row("budget", int(b), [t[:b] for t in thinking]) for b in sorted(budgets) if b > 0]
+    rows.append(row("full", None, thinking))
+    if summaries is not None:
+        rows.append(row("summary", None, [np.asarray(v.encode(s), np.int32) for s in summaries]))
+    return rows

@@ -1,0 +1,46 @@
+"""E12 helpers: budget truncation equals a budgeted generation; forced-answer NLL equals the reference."""
+
+import jax
+import numpy as np
+
+from metareason.model import init
+from metareason.probe import ProbeBatch, answer_loss_per_prefix
+from metareason.probe.efficiency import efficiency_table, forced_answers, greedy_continue
+from metareason.tasks.lab import LabConfig, lab_records
+from metareason.train.presets import model_preset
+
+
+def model():
+    config = model_preset("lab-tiny")
+    return config, init(config, jax.random.key(1))
+
+
+def test_truncated_greedy_equals_budgeted_generation():
+    config, params = model()
+    prompts = [np.array([1, 10, 11, 12, 3]), np.array([1, 20, 3])]
+    long = greedy_continue(params, config, prompts, max_new_tokens=12, stop_tokens=(2,))
+    short = greedy_continue(params, config, prompts, max_new_tokens=5, stop_tokens=(2,))
+    for a, b in zip(long, short):
+        np.testing.assert_array_equal(a[:5], b)
+
+
+def test_forced_answer_nll_matches_reference():
+    config, params = model()
+    ctx = [np.array([1, 10, 11, 12, 3, 14]), np.array([1, 20, 3])]
+    force, answers = np.array([4, 5, 6, 7]), [np.array([40, 41]), np.array([42])]
+    _, nll = forced_answers(params, config, ctx, force, answers, close_id=8, parse=lambda ids: str(list(ids)))
+    for i, (c, a) in enumerate(zip(ctx, answers)):
+        probe = np.concatenate([force, a])[None]
+        targets = np.arange(probe.shape[1])[None] >= len(force)
+        ref = answer_loss_per_prefix(params, ProbeBatch(c[None], [len(c)], [[len(c)]], probe, targets), config=config)
+        assert abs(float(ref.mean[0, 0]) - nll[i]) < 1e-5 * max(1.0, nll[i])
+
+
+def test_efficiency_table_rows():
+    config, params = model()
+    cfg = LabConfig(families=("arith",), train_size=2, eval_size=3)
+    recs = list(lab_records(cfg, "test", also_styles=("summary",)))
+    rows = efficiency_table(params, config, recs, budgets=[0, 4, 8], summaries=[r["also"]["summary"] for r in recs])
+    assert [r["mode"] for r in rows] == ["none", "budget", "budget", "full", "summary"]
+    assert rows[0]["mean_tokens"] == 0 and rows[1]["mean_tokens"] <= 4 and rows[2]["mean_tokens"] <= 8
+    assert all(r["n"] == 3 and 0 <= r["accuracy"] <= 1 and r["answer_nll"] > 0 for r in rows)
