@@ -4,6 +4,8 @@ its fields and docstrings into flags and help); the work lives in library functi
     metareason selfcheck
     metareason train --preset arith-long --steps 800 --out runs/my-run
     metareason train --preset arith-long --out runs/my-run --resume
+    metareason probe --model runs/my-run --out runs/my-probe
+    metareason demo
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import tyro
 
 from metareason.selfcheck import SelfCheck, run_selfcheck
 
-USAGE = "usage: metareason {selfcheck,train} [--help]"
+USAGE = "usage: metareason {selfcheck,train,probe,demo} [--help]"
 
 
 def _train(argv: list[str]) -> None:
@@ -41,7 +43,23 @@ def _selfcheck(argv: list[str]) -> None:
     run_selfcheck(tyro.cli(SelfCheck, args=argv, prog="metareason selfcheck"))
 
 
-COMMANDS = {"selfcheck": _selfcheck, "train": _train}
+def _probe(argv: list[str]) -> None:
+    """Answer loss along trajectories and the paper's analyses (E1-E5, E12) for a model."""
+    from metareason.probe.run import ProbeConfig, run_probe
+
+    cfg = tyro.cli(ProbeConfig, args=argv, prog="metareason probe")
+    res = run_probe(cfg)
+    print(f"wrote {cfg.out}/summary.md, results.json, curves.jsonl and {len(res['figures'])} figures")
+
+
+def _demo(argv: list[str]) -> None:
+    """Train (or reuse) a lab model, probe it, write a report with the paper's figures."""
+    from metareason.probe.run import DemoConfig, run_demo
+
+    run_demo(tyro.cli(DemoConfig, args=argv, prog="metareason demo"))
+
+
+COMMANDS = {"selfcheck": _selfcheck, "train": _train, "probe": _probe, "demo": _demo}
 
 
 def main(argv: list[str] | None = None) -> None:

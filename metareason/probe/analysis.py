@@ -123,8 +123,10 @@ def token_type_changes(curves: Sequence[dict], *, offsets: Sequence[int] = (0,))
     curves probed at every token (k = 0..T). offsets: also the change `o` tokens after a token
     of each type (the neighbourhood of reflection words).
 
-    Returns {type: {offset: (mean, low, high, n)}} plus "all" (every token), and "ratio":
-    {type: mean change at offset 0 / mean change of all tokens}."""
+    Returns {type: {offset: (mean, low, high, n, median)}} plus "all" (every token), and "ratio":
+    {type: mean change at offset 0 / mean change of all tokens}. The mean is the paper's
+    statistic; it is dominated by tokens after which L-hat is already near 0 (a small
+    denominator), so the median is reported beside it."""
     by: dict[str, dict[int, list[float]]] = {}
     everything: list[float] = []
     for c in curves:
@@ -138,9 +140,12 @@ def token_type_changes(curves: Sequence[dict], *, offsets: Sequence[int] = (0,))
             for o in offsets:
                 if 0 <= i + o < T:
                     by.setdefault(typ, {}).setdefault(o, []).append(float(r[i + o]))
-    out = {typ: {o: (*mean_ci(v), len(v)) for o, v in sorted(d.items())} for typ, d in sorted(by.items())}
+    def stat(v):
+        return (*mean_ci(v), len(v), float(np.median(v)) if v else math.nan)
+
+    out = {typ: {o: stat(v) for o, v in sorted(d.items())} for typ, d in sorted(by.items())}
     avg = mean_ci(everything)
-    out["all"] = {0: (*avg, len(everything))}
+    out["all"] = {0: stat(everything)}
     out["ratio"] = {typ: (d[0][0] / avg[0] if 0 in d and avg[0] > 0 else math.nan)
                     for typ, d in out.items() if typ not in ("all", "ratio")}
     return out

@@ -7,7 +7,7 @@ import pytest
 from metareason.model import flatten
 from metareason.probe import ProbeBatch, answer_loss_per_prefix
 from metareason.probe.landscape import loss_surface, place_path, random_directions
-from tests.reference import TINY, random_params
+from reference import TINY, random_params
 
 
 def test_directions_match_tensor_norms():

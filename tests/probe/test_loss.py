@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from metareason.probe import ProbeBatch, ProbeError, answer_loss_along_trajectory, answer_loss_per_prefix
-from tests.reference import TINY, random_params
+from reference import TINY, random_params
 
 jax.config.update("jax_enable_x64", False)
 
