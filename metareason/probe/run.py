@@ -44,6 +44,8 @@ class ProbeConfig:
     """EMA smoothing of the curves before averaging (the paper: 0.01 over thousands of tokens)."""
     landscape_grid: int = 11
     """Lab models: E1 grid points per axis (0 skips E1 and E12)."""
+    budgets: tuple[int, ...] = (0, 8, 16, 32, 64, 96, 128, 192)
+    """Lab models: thinking-token budgets of the budget-forcing comparison (E12)."""
     think_prefix: str = ""
     """Hugging Face models: text after the chat template's generation prompt (e.g. "<think>\\n")."""
     seed: int = 0
@@ -138,7 +140,7 @@ def run_probe(cfg: ProbeConfig, *, model=None) -> dict:
         from metareason.probe.analysis import mean_band
         mean_curve = mean_band(json_curves(out, first), points=20)["mean"] if first else None
         extras = lab_extras(params, model_cfg, records, out, mean_curve=mean_curve, grid=cfg.landscape_grid,
-                            seed=cfg.seed)
+                            budgets=cfg.budgets, seed=cfg.seed)
         figs = res.pop("figures")
         res.update({k: v for k, v in extras.items() if k != "figures"})
         res["figures"] = {**figs, **extras["figures"]}
@@ -163,9 +165,14 @@ class DemoConfig:
     """SFT steps of the demo model (the arith-long preset's budget, about 10 minutes on 2 CPU cores)."""
     reuse: bool = True
     """Reuse a finished model in out/model (resume an unfinished one)."""
+    model: str = "lab-small"
+    """Model preset (metareason.train.presets)."""
+    eval_questions: int = 50
+    """Held-out questions of the model's greedy accuracy (validation and test)."""
     max_questions: int = 60
     samples: int = 2
     landscape_grid: int = 11
+    budgets: tuple[int, ...] = (0, 8, 16, 32, 64, 96, 128, 192)
     seed: int = 0
 
 
@@ -177,7 +184,8 @@ def run_demo(cfg: DemoConfig) -> Path:
 
     out = Path(cfg.out)
     model_dir = out / "model"
-    train_cfg = dataclasses.replace(train_presets()["arith-long"], out=model_dir, steps=cfg.steps, seed=cfg.seed)
+    train_cfg = dataclasses.replace(train_presets()["arith-long"], out=model_dir, steps=cfg.steps, seed=cfg.seed,
+                                    model=cfg.model, eval_questions=cfg.eval_questions)
     summary_file = model_dir / "summary.json"
     if cfg.reuse and summary_file.exists():
         print(f"reusing the trained model in {model_dir}", flush=True)
@@ -186,7 +194,8 @@ def run_demo(cfg: DemoConfig) -> Path:
         train_sft(dataclasses.replace(train_cfg, resume=resume))
     summary = json.loads(summary_file.read_text())
     probe_cfg = ProbeConfig(model=model_dir, out=out / "probe", max_questions=cfg.max_questions,
-                            samples=cfg.samples, landscape_grid=cfg.landscape_grid, seed=cfg.seed)
+                            samples=cfg.samples, landscape_grid=cfg.landscape_grid, budgets=cfg.budgets,
+                            seed=cfg.seed)
     res = run_probe(probe_cfg)
     acc = summary.get("test", {}).get("accuracy")
     lines = [

@@ -4,46 +4,14 @@ BPE tokenizer trained here (no hub access) with ChatML and Llama-3-style templat
 import json
 
 import pytest
-from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
 
 from metareason.tokenize import HFTokenizer, TokenizerError
-from reference import torch_and_transformers
+from reference import CHATML, CORPUS, LLAMA3, torch_and_transformers
+from reference import write_tiny_tokenizer as _write
 
-CHATML = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are helpful.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is defined and not enable_thinking %}"
-    "<think>\n\n</think>\n\n{% endif %}{% endif %}"
-)
-LLAMA3 = (
-    "{{ bos_token }}{% for message in messages %}"
-    "{% if message['role'] not in ['system', 'user', 'assistant'] %}{{ raise_exception('bad role ' + message['role']) }}{% endif %}"
-    "<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n{{ message['content'] | trim }}<|eot_id|>"
-    "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
-)
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>", "<|start_header_id|>",
-            "<|end_header_id|>", "<|eot_id|>", "<think>", "</think>"]
-CORPUS = ["What is 12 + 35? Let me think step by step.", "Wait, the carry is 1, so the sum is 47.",
-          "Therefore the answer is \\boxed{47}.", "system user assistant You are helpful."] * 20
 CHAT = [{"role": "user", "content": "What is 12 + 35?"},
         {"role": "assistant", "content": "Let me think. Wait, the sum is 47."},
         {"role": "user", "content": "  Therefore?  "}]
-
-
-def _write(path, template, bos):
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIALS,
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    path.mkdir()
-    tok.save(str(path / "tokenizer.json"))
-    (path / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "chat_template": template,
-        "bos_token": bos, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}))
-    return path
 
 
 @pytest.mark.parametrize("template,bos", [(CHATML, None), (LLAMA3, "<|begin_of_text|>")])

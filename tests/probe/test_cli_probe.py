@@ -1,0 +1,81 @@
+"""`metareason probe` on a Hugging Face directory and `metareason demo` on a tiny budget, end to end."""
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from metareason.cli import main
+from metareason.model import ModelConfig, init, save_hf_checkpoint
+from metareason.probe import ProbeBatch, answer_loss_per_prefix
+from metareason.probe.run import boxed_answer
+
+
+def test_boxed_answer():
+    assert boxed_answer("so \\boxed{1} then \\boxed{\\frac{1}{2}} .") == "\\frac{1}{2}"
+    assert boxed_answer("no box") is None and boxed_answer("\\boxed{open") is None
+
+
+def test_probe_hf_directory(tmp_path):
+    from reference import CHATML
+    from reference import write_tiny_tokenizer as _write
+    from metareason.tokenize import HFTokenizer
+
+    tok_dir = _write(tmp_path / "tok", CHATML, None)
+    model_dir = tmp_path / "model"
+    config = ModelConfig(family="qwen2", vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=2,
+                         num_heads=4, num_kv_heads=2, max_position_embeddings=256)
+    params = init(config, jax.random.key(0))
+    save_hf_checkpoint(model_dir, config, params)
+    for f in tok_dir.iterdir():
+        shutil.copy(f, model_dir / f.name)
+    rows = [{"id": "q1", "question": "What is 12 + 35?", "answer": "47",
+             "generations": ["Let me think. Wait, the carry is 1, so the sum is 47. \\boxed{47}",
+                             "the sum is 46. Therefore \\boxed{46}"]},
+            {"id": "q2", "question": "What is 12 + 35?", "answer": "47", "trajectory": "12 + 35 = 47."}]
+    data = tmp_path / "answers.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "probe"
+    main(["probe", "--model", str(model_dir), "--data", str(data), "--out", str(out)])
+    curves = [json.loads(x) for x in (out / "curves.jsonl").read_text().splitlines()]
+    assert sorted(c["group"] for c in curves) == ["correct (generations)", "correct (reference)",
+                                                  "incorrect (generations)"]
+    res = json.loads((out / "results.json").read_text())
+    assert {"E2", "E3", "E4", "E5"} <= set(res["figures"]) and (out / "summary.md").exists()
+    # the written curve is the probe of the tokenized texts: check one point against the reference
+    tok = HFTokenizer.from_dir(model_dir)
+    c = next(c for c in curves if c["group"] == "incorrect (generations)")
+    prompt = tok.encode(tok.apply_chat_template([{"role": "user", "content": rows[0]["question"]}],
+                                                add_generation_prompt=True, tokenize=False))
+    traj = tok.encode(rows[0]["generations"][1])
+    head, ans = tok.encode("\n\n**Final Answer**\n\\boxed{"), tok.encode("47")
+    k = c["k"][len(c["k"]) // 2]
+    ctx = np.asarray([prompt + traj])
+    probe = np.asarray([head + ans])
+    targets = np.arange(probe.shape[1])[None] >= len(head)
+    ref = answer_loss_per_prefix(params, ProbeBatch(ctx, [ctx.shape[1]], [[len(prompt) + k]], probe, targets),
+                                 config=config)
+    assert c["loss"][len(c["k"]) // 2] == pytest.approx(float(ref.mean[0, 0]), rel=1e-4)
+
+
+def test_probe_rejects_a_non_model(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a training run"):
+        main(["probe", "--model", str(tmp_path)])
+
+
+def test_demo_tiny(tmp_path):
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--steps", "12", "--max-questions", "4", "--samples", "1",
+            "--landscape-grid", "3", "--model", "lab-tiny", "--eval-questions", "2",
+            "--budgets", "0", "6"]
+    main(argv)
+    report = (out / "report.md").read_text()
+    for key in ("E1", "E2", "E3", "E4", "E5", "E12"):
+        assert f"| {key} |" in report
+    for fig in ("e1_landscape", "e2_descent", "e3_incorrect", "e4_delimiter", "e5_token_types", "e12_efficiency"):
+        assert (out / "probe" / f"{fig}.png").stat().st_size > 1000
+    mtime = (out / "model" / "summary.json").stat().st_mtime
+    main(argv[:argv.index("--landscape-grid")] + ["--landscape-grid", "0", "--samples", "0"])  # reuses the model
+    assert (out / "model" / "summary.json").stat().st_mtime == mtime
