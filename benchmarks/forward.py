@@ -68,7 +68,8 @@ def bench_ours(config, params, tokens, iters):
     return sec, compile_s, np.asarray(out[:, -8:].astype(jnp.float32))
 
 
-def bench_transformers(config, params, tokens, iters, device):
+def transformers_model(config: ModelConfig, params, device: str):
+    """The `transformers` model of `config` holding `params` (sdpa attention, eval mode)."""
     import torch
     import transformers
 
@@ -84,7 +85,13 @@ def bench_transformers(config, params, tokens, iters, device):
     assert not missing and not unexpected, (missing, unexpected)
     if config.tie_word_embeddings:
         model.tie_weights()
-    model.eval()
+    return model.eval()
+
+
+def bench_transformers(config, params, tokens, iters, device):
+    import torch
+
+    model = transformers_model(config, params, device)
     ids = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=device)
 
     def run():

@@ -88,12 +88,16 @@ def _attention(q, k, v, mask, compute_dtype, impl):
     if mask is None:
         mask = jnp.tril(jnp.ones((S, k.shape[1]), bool))[None]
     acc = _acc(compute_dtype)
-    q = q.reshape(B, S, K, H // K, Dh)
-    scores = jnp.einsum("bskgd,btkd->bkgst", q, k, preferred_element_type=acc) * (Dh ** -0.5)
-    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(acc).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(compute_dtype)
-    out = jnp.einsum("bkgst,btkd->bskgd", probs, v, preferred_element_type=acc)
-    return out.astype(compute_dtype).reshape(B, S, H, Dh)
+    G, T = H // K, k.shape[1]
+    # queries of one kv head merged into one matrix: [B, K, G*S, Dh] x [B, K, T, Dh] is a plain
+    # batched matmul (XLA's CPU backend runs the 5-D einsum of the same product ~2x slower)
+    q = q.reshape(B, S, K, G, Dh).transpose(0, 2, 3, 1, 4).reshape(B, K, G * S, Dh)
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+    scores = jnp.einsum("bkqd,bktd->bkqt", q, k, preferred_element_type=acc).reshape(B, K, G, S, T)
+    scores = jnp.where(mask[:, None, None], scores * (Dh ** -0.5), jnp.finfo(acc).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(compute_dtype).reshape(B, K, G * S, T)
+    out = jnp.einsum("bkqt,bktd->bkqd", probs, v, preferred_element_type=acc)
+    return out.astype(compute_dtype).reshape(B, K, G, S, Dh).transpose(0, 3, 1, 2, 4).reshape(B, S, H, Dh)
 
 
 def _dense(x, p, spec):
