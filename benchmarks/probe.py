@@ -111,7 +111,7 @@ def main():
     ap.add_argument("--trajectory", type=int, default=512)
     ap.add_argument("--probe", type=int, default=16, help="probe tokens (template + answer); all but the first scored")
     ap.add_argument("--cuts", type=int, default=64)
-    ap.add_argument("--cut-chunk", type=int, default=64)
+    ap.add_argument("--cut-chunk", type=int, default=16)
     ap.add_argument("--context-chunk", type=int, default=4096)
     ap.add_argument("--impl", default="xla", help="attention_impl of our model (xla, cudnn)")
     ap.add_argument("--iters", type=int, default=3)
