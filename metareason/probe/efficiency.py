@@ -13,40 +13,21 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-import jax
 import numpy as np
 
 from metareason.model import ModelConfig
 from metareason.probe.loss import ProbeBatch, answer_loss_along_trajectory
-from metareason.sample import SamplingConfig, generate
+from metareason.sample import SamplingConfig, generate_all, round_up
 
 __all__ = ["greedy_continue", "forced_answers", "efficiency_table"]
 
 
-def _bucket(n: int, multiple: int = 32) -> int:
-    return max(multiple, -(-n // multiple) * multiple)
-
-
 def greedy_continue(params: Any, config: ModelConfig, prompts: Sequence[np.ndarray], *, max_new_tokens: int,
                     stop_tokens: Sequence[int], pad_id: int = 0, batch_size: int = 64) -> list[np.ndarray]:
-    """Greedy continuations of each prompt (the stop token, if emitted, included); batches are
-    padded to fixed shapes so one compilation serves them all."""
-    P = _bucket(max(len(p) for p in prompts))
-    max_new_tokens = min(max_new_tokens, config.max_position_embeddings - P)
+    """Greedy continuations of each prompt (the stop token, if emitted, included)."""
     sampling = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens, stop_tokens=tuple(stop_tokens),
                               pad_id=pad_id)
-    out = []
-    for s in range(0, len(prompts), batch_size):
-        chunk = prompts[s:s + batch_size]
-        arr = np.full((batch_size, P), pad_id, np.int32)
-        lens = np.ones(batch_size, np.int32)
-        for i, p in enumerate(chunk):
-            arr[i, :len(p)] = p
-            lens[i] = len(p)
-        arr[len(chunk):, 0] = chunk[0][0]
-        res = jax.device_get(generate(params, arr, lens, config=config, sampling=sampling, key=jax.random.key(0)))
-        out.extend(res.tokens[i, :res.lengths[i]] for i in range(len(chunk)))
-    return out
+    return generate_all(params, config, prompts, sampling, batch_size=batch_size)
 
 
 def forced_answers(params: Any, config: ModelConfig, contexts: Sequence[np.ndarray], force: np.ndarray,
@@ -60,8 +41,8 @@ def forced_answers(params: Any, config: ModelConfig, contexts: Sequence[np.ndarr
     decoded = [parse(g[:-1] if len(g) and g[-1] == close_id else g) for g in gens]
     # the probe at the end of each context: probe = force + answer (targets: the answer)
     n = len(contexts)
-    N = _bucket(max(len(c) for c in contexts))
-    A = _bucket(len(force) + max(len(a) for a in answers), 8)
+    N = round_up(max(len(c) for c in contexts), 32)
+    A = round_up(len(force) + max(len(a) for a in answers), 8)
     ctx = np.zeros((n, N), np.int32)
     probe = np.zeros((n, A), np.int32)
     targets = np.zeros((n, A), bool)

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from metareason.probe.loss import ProbeBatch, ProbeError
+from metareason.sample.batched import round_up
 
 __all__ = ["Example", "LabCodec", "HFCodec", "CUT_RULES", "PAPER_TEMPLATE", "trajectory_cuts", "make_batch",
            "probe_examples", "examples_from_records"]
@@ -136,19 +137,15 @@ def trajectory_cuts(example: Example, rule: str = "every", *, every: int = 1, co
     return np.asarray(sorted(set(ks)), np.int32)
 
 
-def _bucket(n: int, multiple: int) -> int:
-    return max(multiple, -(-n // multiple) * multiple)
-
-
 def make_batch(examples: Sequence[Example], cuts: Sequence[np.ndarray], *, multiple: int = 32) -> ProbeBatch:
     """Pads examples (and their trajectory cuts k) into a `ProbeBatch`; lengths are rounded up to
     `multiple` so similar batches reuse one compilation."""
     if len(examples) != len(cuts) or not examples:
         raise ProbeError(f"need one cut array per example, got {len(examples)} examples and {len(cuts)}")
     lens = [len(e.prompt) + len(e.trajectory) for e in examples]
-    N = _bucket(max(lens), multiple)
-    A = _bucket(max(len(e.probe) for e in examples), 8)
-    M = _bucket(max(len(c) for c in cuts), 8)
+    N = round_up(max(lens), multiple)
+    A = round_up(max(len(e.probe) for e in examples), 8)
+    M = round_up(max(len(c) for c in cuts), 8)
     B = len(examples)
     context = np.zeros((B, N), np.int32)
     cut = np.full((B, M), -1, np.int32)

@@ -111,7 +111,7 @@ def lab_trajectories(params: Any, config: ModelConfig, records: Sequence[dict], 
     trajectories), "incorrect (written)" (the program's incorrect ones), and the model's own
     samples (`samples` per question at `temperature`) split by their final answer into
     "correct (sampled)" / "incorrect (sampled)"."""
-    from metareason.sample import SamplingConfig, generate
+    from metareason.sample import SamplingConfig, generate_all
     from metareason.tasks.lab import parse_answer, prompt_tokens
     from metareason.tokenize.lab import LAB_VOCAB as V
 
@@ -123,18 +123,12 @@ def lab_trajectories(params: Any, config: ModelConfig, records: Sequence[dict], 
         "correct (sampled)": [], "incorrect (sampled)": []}
     if samples:
         prompts = [prompt_tokens(r["question"]) for r in records for _ in range(samples)]
-        P = -(-max(len(p) for p in prompts) // 32) * 32
-        arr = np.zeros((len(prompts), P), np.int32)
-        lens = np.asarray([len(p) for p in prompts], np.int32)
-        for i, p in enumerate(prompts):
-            arr[i, :len(p)] = p
-        sampling = SamplingConfig(temperature=temperature, max_new_tokens=min(max_new_tokens,
-                                  config.max_position_embeddings - P), stop_tokens=(V.eos_id,), pad_id=V.pad_id)
-        res = jax.device_get(generate(params, arr, lens, config=config, sampling=sampling,
-                                      key=jax.random.key(seed)))
+        sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens, stop_tokens=(V.eos_id,),
+                                  pad_id=V.pad_id)
+        outs = generate_all(params, config, prompts, sampling, key=jax.random.key(seed))
         for i in range(len(prompts)):
             r = records[i // samples]
-            ids = [int(t) for t in res.tokens[i, :res.lengths[i]]]
+            ids = [int(t) for t in outs[i]]
             if V.end_think_id not in ids:
                 continue  # never ended its thinking: no trajectory to probe
             traj = V.decode(ids[:ids.index(V.end_think_id)])

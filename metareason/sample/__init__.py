@@ -10,6 +10,7 @@ Imports only jax/numpy and `metareason.model` (no tensorflow-datasets, grain, to
 from metareason.sample.config import SamplingConfig, SamplingError
 from metareason.sample.filters import process_logits, sample_token, top_k_filter, top_p_filter
 from metareason.sample.decode import SampleOutput, generate
+from metareason.sample.batched import generate_all, round_up
 
-__all__ = ["SamplingConfig", "SamplingError", "SampleOutput", "generate",
+__all__ = ["SamplingConfig", "SamplingError", "SampleOutput", "generate", "generate_all", "round_up",
            "top_k_filter", "top_p_filter", "process_logits", "sample_token"]

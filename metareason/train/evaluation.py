@@ -5,19 +5,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Iterable
 
-import jax
-import numpy as np
-
 from metareason.model import ModelConfig
-from metareason.sample import SamplingConfig, generate
+from metareason.sample import SamplingConfig, generate_all
 from metareason.tasks.lab import parse_answer, prompt_tokens
 from metareason.tokenize.lab import LAB_VOCAB
 
 __all__ = ["lab_accuracy"]
-
-
-def _bucket(n: int, multiple: int = 32) -> int:
-    return -(-n // multiple) * multiple
 
 
 def lab_accuracy(params: Any, config: ModelConfig, records: Iterable[dict], *, batch_size: int = 64,
@@ -31,33 +24,21 @@ def lab_accuracy(params: Any, config: ModelConfig, records: Iterable[dict], *, b
     if not records:
         raise ValueError("lab_accuracy needs at least one record")
     prompts = [prompt_tokens(r["question"]) for r in records]
-    P = _bucket(max(len(p) for p in prompts))
-    if P + max_new_tokens > config.max_position_embeddings:
-        max_new_tokens = config.max_position_embeddings - P
     sampling = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens, stop_tokens=(LAB_VOCAB.eos_id,),
                               pad_id=LAB_VOCAB.pad_id)
+    outputs = generate_all(params, config, prompts, sampling, batch_size=batch_size)
     stats: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     samples = []
-    for start in range(0, len(records), batch_size):
-        chunk = prompts[start:start + batch_size]
-        arr = np.full((batch_size, P), LAB_VOCAB.pad_id, np.int32)
-        lengths = np.ones(batch_size, np.int32)
-        for i, p in enumerate(chunk):
-            arr[i, :len(p)] = p
-            lengths[i] = len(p)
-        arr[len(chunk):, 0] = LAB_VOCAB.bos_id  # filler rows
-        out = jax.device_get(generate(params, arr, lengths, config=config, sampling=sampling, key=jax.random.key(0)))
-        for i, record in enumerate(records[start:start + batch_size]):
-            gen = out.tokens[i, :out.lengths[i]]
-            answer, well_formed = parse_answer(gen)
-            s = stats[record["family"]]
-            s["n"] += 1
-            s["correct"] += answer == record["answer"]
-            s["well_formed"] += well_formed
-            s["length"] += int(out.lengths[i])
-            if len(samples) < keep_samples:
-                samples.append({"question": record["question"], "answer": record["answer"],
-                                "output": LAB_VOCAB.decode(gen), "predicted": answer})
+    for record, gen in zip(records, outputs):
+        answer, well_formed = parse_answer(gen)
+        s = stats[record["family"]]
+        s["n"] += 1
+        s["correct"] += answer == record["answer"]
+        s["well_formed"] += well_formed
+        s["length"] += len(gen)
+        if len(samples) < keep_samples:
+            samples.append({"question": record["question"], "answer": record["answer"],
+                            "output": LAB_VOCAB.decode(gen), "predicted": answer})
     per_family = {f: {"accuracy": s["correct"] / s["n"], "format_rate": s["well_formed"] / s["n"],
                       "mean_length": s["length"] / s["n"], "n": int(s["n"])} for f, s in sorted(stats.items())}
     n = sum(s["n"] for s in stats.values())

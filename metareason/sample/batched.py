@@ -1,0 +1,53 @@
+"""Generation for a list of prompts of any lengths, in fixed-shape batches (one compilation)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from metareason.model import ModelConfig
+from metareason.sample.config import SamplingConfig
+from metareason.sample.decode import generate
+
+__all__ = ["generate_all", "round_up"]
+
+
+def round_up(n: int, multiple: int) -> int:
+    """The smallest multiple of `multiple` that is >= max(n, 1)."""
+    return -(-max(n, 1) // multiple) * multiple
+
+
+def generate_all(params: Any, config: ModelConfig, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, *,
+                 key: jax.Array | None = None, batch_size: int = 64, multiple: int = 32) -> list[np.ndarray]:
+    """Continuations of every prompt (int32 arrays, a stop token included when emitted).
+
+    Prompts are right-padded to one length (rounded up to `multiple`) and batches are filled to
+    `batch_size` rows, so one compilation serves the whole list. `max_new_tokens` is capped so
+    prompt + continuation fit the model's context. Batch i samples with `fold_in(key, i)`."""
+    if not prompts:
+        return []
+    P = round_up(max(len(p) for p in prompts), multiple)
+    room = config.max_position_embeddings - P
+    if room < 1:
+        raise ValueError(f"prompts of {P} tokens leave no room in the model's context "
+                         f"({config.max_position_embeddings})")
+    if sampling.max_new_tokens > room:
+        sampling = dataclasses.replace(sampling, max_new_tokens=room)
+    key = jax.random.key(0) if key is None else key
+    out: list[np.ndarray] = []
+    for b, s in enumerate(range(0, len(prompts), batch_size)):
+        chunk = prompts[s:s + batch_size]
+        arr = np.full((batch_size, P), sampling.pad_id, np.int32)
+        lens = np.ones(batch_size, np.int32)
+        for i, p in enumerate(chunk):
+            arr[i, :len(p)] = p
+            lens[i] = len(p)
+        arr[len(chunk):, 0] = chunk[0][0]  # filler rows
+        res = jax.device_get(generate(params, arr, lens, config=config, sampling=sampling,
+                                      key=jax.random.fold_in(key, b)))
+        out.extend(np.asarray(res.tokens[i, :res.lengths[i]], np.int32) for i in range(len(chunk)))
+    return out
