@@ -12,9 +12,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 
 from metareason.probe.loss import METHODS, ProbeError
 

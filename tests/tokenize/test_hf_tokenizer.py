@@ -1,8 +1,6 @@
 """HFTokenizer against `transformers`' own tokenizer and chat-template rendering, on a small
 BPE tokenizer trained here (no hub access) with ChatML and Llama-3-style templates."""
 
-import json
-
 import pytest
 
 from metareason.tokenize import HFTokenizer, TokenizerError
