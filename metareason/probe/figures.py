@@ -70,28 +70,34 @@ def plot_examples(curves: Sequence[dict], path, *, title: str, alpha: float | No
 
 
 def plot_token_types(stats: dict, path, *, title: str = "relative change of L-hat by token type") -> Path:
-    """Bars: mean |L_i - L_(i-1)| / L_(i-1) caused by each token type (95% CI), from
-    `analysis.token_type_changes`; a second panel: the change at offsets around reflection words."""
+    """Bars: mean |L_i - L_(i-1)| / L_(i-1) caused by each token type (the paper's statistic, 95%
+    CI) with the median marked, from `analysis.token_type_changes`, on a log scale (the mean is
+    dominated by tokens after which L-hat is near 0); right: the same at offsets around reflection words."""
     plt = _plt()
     types = [t for t in stats if t not in ("ratio",)]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    means = [stats[t][0][0] for t in types]
-    err = np.array([[stats[t][0][0] - stats[t][0][1], stats[t][0][2] - stats[t][0][0]] for t in types]).T
-    ax.bar(types, means, yerr=err, capsize=3, color=["C3" if t == "reflection" else "C0" for t in types])
-    ax.set_ylabel("mean relative change")
+    means = np.array([stats[t][0][0] for t in types])
+    lo = np.array([max(stats[t][0][1], 1e-6) for t in types])
+    hi = np.array([stats[t][0][2] for t in types])
+    ax.bar(types, means, yerr=[means - np.minimum(lo, means), hi - means], capsize=3,
+           color=["C3" if t == "reflection" else "C0" for t in types], label="mean (95% CI)")
+    ax.scatter(types, [stats[t][0][4] for t in types], marker="D", color="black", zorder=3, label="median")
+    ax.set_yscale("log")
+    ax.set_ylabel("relative change of L-hat")
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=8)
     if "reflection" in stats:
         offs = sorted(stats["reflection"])
-        m = [stats["reflection"][o][0] for o in offs]
-        lo = [stats["reflection"][o][1] for o in offs]
-        hi = [stats["reflection"][o][2] for o in offs]
-        ax2.plot(offs, m, marker="o", color="C3", label="around reflection words")
-        ax2.fill_between(offs, lo, hi, color="C3", alpha=0.2)
-        ax2.axhline(stats["all"][0][0], color="gray", ls="--", label="average token")
+        ax2.plot(offs, [stats["reflection"][o][0] for o in offs], marker="o", color="C3", label="mean")
+        ax2.plot(offs, [stats["reflection"][o][4] for o in offs], marker="D", color="black", label="median")
+        ax2.axhline(stats["all"][0][0], color="C3", ls="--", lw=1, label="mean, all tokens")
+        ax2.axhline(stats["all"][0][4], color="black", ls="--", lw=1, label="median, all tokens")
+        ax2.set_yscale("log")
         ax2.set_xlabel("offset from the reflection word (tokens)")
-        ax2.set_ylabel("mean relative change")
-        ax2.legend()
+        ax2.set_ylabel("relative change of L-hat")
+        ax2.set_title("around reflection words")
+        ax2.legend(fontsize=8)
     return _save(fig, path)
 
 

@@ -200,6 +200,10 @@ def _verdicts(res: dict) -> dict[str, str]:
                  for t in ("reflection", "connective", "delimiter") if t in st]
         lines["E5"] = "mean relative change caused by the token (95% CI): " + ", ".join(parts) + \
             f"; average token {_fmt_ci(st['all']['0'])} (median {st['all']['0'][4]:.3f})"
+        if "reflection" in st:
+            peak = max(st["reflection"], key=lambda o: st["reflection"][o][0])
+            lines["E5"] += (f"; around reflection words the mean change peaks {int(peak):+d} tokens from the word "
+                            f"({_fmt_ci(st['reflection'][peak])})")
     if "E1" in res:
         e = res["E1"]
         s = f"question-only loss at theta {e['at_theta']:.2f}, lowest on the {e['grid']}x{e['grid']} grid " \
