@@ -196,7 +196,9 @@ def _verdicts(res: dict) -> dict[str, str]:
                        f"{_fmt_ci(e['delimiter_effect']['start'])} at the start")
     if "E5" in res:
         st, ratio = res["E5"]["stats"], res["E5"]["ratio"]
-        parts = [f"{t} {_fmt_ci(st[t]['0'])} (x{ratio[t]:.2f} the average; median {st[t]['0'][4]:.3f})"
+        med = st["all"]["0"][4]
+        parts = [f"{t} {_fmt_ci(st[t]['0'])} (x{ratio[t]:.2f} the average; median {st[t]['0'][4]:.3f}, "
+                 f"x{st[t]['0'][4] / med:.2f} the average token's median)"
                  for t in ("reflection", "connective", "delimiter") if t in st]
         lines["E5"] = "mean relative change caused by the token (95% CI): " + ", ".join(parts) + \
             f"; average token {_fmt_ci(st['all']['0'])} (median {st['all']['0'][4]:.3f})"

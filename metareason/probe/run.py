@@ -201,7 +201,8 @@ def run_demo(cfg: DemoConfig) -> Path:
         "",
         f"Model: {summary['model']} ({summary['params']:,} parameters), SFT on long arithmetic trajectories for "
         f"{summary['steps']} steps; greedy test accuracy {acc:.2f}." if acc is not None else "",
-        f"Probe: {res['source']}. Curves, numbers and figures: `probe/` (results.json, curves.jsonl).",
+        "Curves, numbers and figures: `probe/` (results.json, curves.jsonl). Means of relative changes (E5) "
+        "are dominated by tokens after which L-hat is already near 0; the medians are the robust comparison.",
         "",
         (out / "probe" / "summary.md").read_text().split("\n", 2)[2].replace("](", "](probe/"),
     ]
