@@ -1,0 +1,8 @@
+"""True inner loops (gradient steps) to set beside the trajectory's pseudo-gradient steps:
+`inner_loop` (second-order, first-order, implicit; rematerialisation; parameter subsets),
+`meta_sgd` (learned per-parameter learning rates), `reptile_update`."""
+
+from metareason.inner.loop import (MODES, REMAT, InnerLoopError, InnerResult, inner_loop, meta_sgd,
+                                   reptile_update)
+
+__all__ = ["inner_loop", "InnerResult", "InnerLoopError", "MODES", "REMAT", "meta_sgd", "reptile_update"]
