@@ -194,7 +194,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     probe_cfg = ProbeConfig(model=model_dir, out=out / "probe", max_questions=cfg.max_questions,
                             samples=cfg.samples, landscape_grid=cfg.landscape_grid, budgets=cfg.budgets,
                             seed=cfg.seed)
-    res = run_probe(probe_cfg)
+    run_probe(probe_cfg)
     acc = summary.get("test", {}).get("accuracy")
     lines = [
         "# metareason demo: the inner loop measured on the synthetic lab",
