@@ -1,13 +1,11 @@
 """The one-pass probes equal per-prefix forward passes (the official notebook's method)."""
 
-import jax
 import numpy as np
 import pytest
 
 from metareason.probe import ProbeBatch, ProbeError, answer_loss_along_trajectory, answer_loss_per_prefix
 from reference import TINY, random_params
 
-jax.config.update("jax_enable_x64", False)
 
 
 def random_batch(config, rng, B=3, N=40, M=7, A=6):
