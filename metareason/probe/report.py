@@ -69,10 +69,13 @@ def analyse(params: Any, config: ModelConfig, groups: dict[str, Sequence[Example
     res["figures"] = {}
     correct = {n: b for n, b in bands.items() if n.startswith("correct")}
     incorrect = {n: b for n, b in bands.items() if n.startswith("incorrect")}
+    first = next((n for n in curves if n.startswith("correct") and curves[n]), None)
+    if first:
+        # the first correct group's mean curve (unsmoothed, 20 points): the path drawn on the E1 landscape
+        res["mean_correct_curve"] = analysis.mean_band(curves[first], points=20)["mean"]
     if correct:
         res["figures"]["E2"] = str(figures.plot_bands(correct, out / "e2_descent.png",
                                                       title="L-hat along correct trajectories (E2, Fig 3)"))
-        first = next(n for n in curves if n.startswith("correct") and curves[n])
         res["figures"]["E2_examples"] = str(figures.plot_examples(
             curves[first][:4], out / "e2_examples.png", title=f"single trajectories ({first})"))
     if incorrect:
@@ -86,8 +89,7 @@ def analyse(params: Any, config: ModelConfig, groups: dict[str, Sequence[Example
             res["E5"] = {"stats": {t: {str(o): list(v) for o, v in d.items()} for t, d in stats.items()
                                    if t != "ratio"}, "ratio": stats["ratio"]}
             res["figures"]["E5"] = str(figures.plot_token_types(stats, out / "e5_token_types.png"))
-    if delimiter_examples:
-        first = next(n for n in curves if n.startswith("correct") and curves[n])
+    if delimiter_examples and first:
         cuts = [trajectory_cuts(e, every=every) for e in delimiter_examples]
         with_d = probe_examples(params, config, delimiter_examples, cuts, batch_size=batch_size, method=method,
                                 progress=progress)

@@ -135,8 +135,7 @@ def run_probe(cfg: ProbeConfig, *, model=None) -> dict:
     res = analyse(params, model_cfg, examples, out, delimiter_examples=delim, every=cfg.every,
                   alpha=cfg.ema_alpha, method=cfg.method)
     if kind == "lab" and cfg.landscape_grid:
-        from metareason.probe.analysis import mean_band
-        mean_curve = mean_band(json_curves(out, first), points=20)["mean"] if first else None
+        mean_curve = res.get("mean_correct_curve")
         extras = lab_extras(params, model_cfg, records, out, mean_curve=mean_curve, grid=cfg.landscape_grid,
                             budgets=cfg.budgets, seed=cfg.seed)
         figs = res.pop("figures")
@@ -146,12 +145,6 @@ def run_probe(cfg: ProbeConfig, *, model=None) -> dict:
     write_summary(res, out, title="metareason probe", preamble=f"{source}; every {cfg.every} token(s), "
                   f"method {cfg.method}, EMA alpha {cfg.ema_alpha}; {res['seconds']} s.")
     return res
-
-
-def json_curves(out: Path, group: str) -> list[dict]:
-    """The curves of one group, read back from out/curves.jsonl."""
-    with open(Path(out) / "curves.jsonl") as f:
-        return [c for c in map(json.loads, f) if c["group"] == group]
 
 
 @dataclasses.dataclass(frozen=True)
