@@ -24,7 +24,8 @@ from metareason.model.config import ModelConfig
 from metareason.model.params import check_params
 from metareason.model.rope import apply_rope, inverse_frequencies
 
-__all__ = ["apply", "hidden_states", "output_logits", "ModelOutput", "InputError", "segment_positions", "rms_norm"]
+__all__ = ["apply", "hidden_states", "output_logits", "ModelOutput", "InputError", "segment_positions", "rms_norm",
+           "attention_block", "mlp", "mlp_activations"]
 
 
 class InputError(ValueError):
@@ -109,9 +110,22 @@ def _dense(x, p, spec):
     return y.astype(x.dtype)
 
 
-def _layer(config: ModelConfig, inv_freq, h, layer, kv, positions, mask, write_index):
-    """One block. h: [B, S, D]; layer: one layer's params (compute dtype); kv: None or this
-    layer's cache (k, v: [B, T, K, Dh]). Returns (h, new_kv, intermediates)."""
+def mlp_activations(m: jax.Array, mlp_params: dict[str, Any]) -> jax.Array:
+    """The SwiGLU hidden activations silu(m W_gate) * (m W_up): [..., D] -> [..., F]."""
+    gate = _dense(m, mlp_params["gate_proj"], "...d,df->...f")
+    up = _dense(m, mlp_params["up_proj"], "...d,df->...f")
+    return jax.nn.silu(gate) * up
+
+
+def mlp(m: jax.Array, mlp_params: dict[str, Any]) -> jax.Array:
+    """A block's MLP on its normalised input m: [..., D] -> [..., D] (no residual)."""
+    return _dense(mlp_activations(m, mlp_params), mlp_params["down_proj"], "...f,fd->...d")
+
+
+def attention_block(config: ModelConfig, inv_freq, h, layer, kv=None, positions=None, mask=None, write_index=None):
+    """The first half of a block: h: [B, S, D] -> (mid = h + attention output [B, S, D],
+    attention output [B, S, D], new kv). layer: one layer's params (compute dtype); kv: None or
+    this layer's cache (k, v: [B, T, K, Dh]); mask None = causal."""
     eps = config.rms_norm_eps
     attn = layer["self_attn"]
     x = rms_norm(h, layer["input_layernorm"]["scale"], eps)
@@ -129,12 +143,15 @@ def _layer(config: ModelConfig, inv_freq, h, layer, kv, positions, mask, write_i
         kv = (k, v)
     a = _attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, h.dtype, config.attention_impl)
     attn_out = _dense(a, attn["o_proj"], "bshe,hed->bsd")
-    mid = h + attn_out
-    m = rms_norm(mid, layer["post_attention_layernorm"]["scale"], eps)
-    mlp = layer["mlp"]
-    gate = _dense(m, mlp["gate_proj"], "bsd,df->bsf")
-    up = _dense(m, mlp["up_proj"], "bsd,df->bsf")
-    mlp_out = _dense(jax.nn.silu(gate) * up, mlp["down_proj"], "bsf,fd->bsd")
+    return h + attn_out, attn_out, kv
+
+
+def _layer(config: ModelConfig, inv_freq, h, layer, kv, positions, mask, write_index):
+    """One block. h: [B, S, D]; layer: one layer's params (compute dtype); kv: None or this
+    layer's cache (k, v: [B, T, K, Dh]). Returns (h, new_kv, intermediates)."""
+    mid, attn_out, kv = attention_block(config, inv_freq, h, layer, kv, positions, mask, write_index)
+    m = rms_norm(mid, layer["post_attention_layernorm"]["scale"], config.rms_norm_eps)
+    mlp_out = mlp(m, layer["mlp"])
     inter = {"residual": h, "attn_out": attn_out, "mlp_in": m, "mlp_out": mlp_out}
     return mid + mlp_out, kv, inter
 

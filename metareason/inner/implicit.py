@@ -1,0 +1,273 @@
+"""Exact implicit weight updates of trajectory tokens (Dherin et al. 2025, "Learning without
+training", with the residual stream handled as in Innocenti & Achour 2025).
+
+A block computes mid = h + Attn(h); out = mid + MLP(norm(mid)) with a SwiGLU MLP
+MLP(u) = (silu(u W_gate) * (u W_up)) W_down. Take a question, a trajectory prefix t_<=k, and the
+probe (answer template + answer). The in-context run reads [question, t_<=k, probe]; the
+question-only run reads [question, probe]. At the Q probe positions whose logits score the
+answer, block l of the question-only run sees (mid_0, u_0 = norm(mid_0)) where the in-context run
+sees (mid_C, u_C). The rank-<=Q updates
+
+    dW_gate = U_0^+ (U_C - U_0) W_gate,   dW_up = U_0^+ (U_C - U_0) W_up,
+    dW_down = H_C^+ (Mid_C - Mid_0),      H_C = silu(U_C W_gate) * (U_C W_up)
+
+(U_0: [Q, D] rows u_0, ^+ the Moore-Penrose pseudo-inverse; for Q = 1 this is Dherin et al.'s
+dW = (W dA) A(x)^T / |A(x)|^2) make the patched block's output at those positions equal the
+in-context output exactly (when U_0 and H_C have full row rank, Q <= D). Applied block by block
+(block l's U_0 read from the already patched run), the question-only model with weights
+W + dW(t_<=k) reproduces the in-context logits at the answer positions to rounding: the
+trajectory prefix *is* a weight update. dW(t_<=k) - dW(t_<k) is the literal pseudo-gradient step
+of trajectory token k, which `implicit_trajectory` sets beside the true gradient of the
+question-only answer loss with respect to the same weights.
+
+Axes: N context tokens (prompt + trajectory, padded), A probe tokens (padded), Q scored probe
+positions (padded), M cuts (padded), L layers, D hidden, F MLP width.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from metareason.model import ModelConfig, apply, rms_norm
+from metareason.model.rope import inverse_frequencies
+from metareason.model.transformer import attention_block, mlp, mlp_activations
+from metareason.sample.batched import round_up
+
+__all__ = ["WEIGHTS", "ImplicitError", "ImplicitUpdate", "implicit_update", "implicit_trajectory", "patch",
+           "answer_positions"]
+
+#: The weights the implicit update changes, per layer: layers/mlp/<name>/kernel.
+WEIGHTS = ("gate_proj", "up_proj", "down_proj")
+
+
+class ImplicitError(ValueError):
+    """Malformed inputs to the implicit-update analysis (one line, names what is wrong)."""
+
+
+class ImplicitUpdate(NamedTuple):
+    """delta: {"gate_proj": [L, D, F], "up_proj": [L, D, F], "down_proj": [L, F, D]}, the update
+    of each layer's MLP kernels; logits_in_context / logits_patched: float32[Q, V] at the scored
+    positions of [question, t_<=k, probe] with W, and of [question, probe] with W + delta."""
+
+    delta: dict[str, jax.Array]
+    logits_in_context: jax.Array
+    logits_patched: jax.Array
+
+
+def answer_positions(targets: np.ndarray) -> np.ndarray:
+    """int[Q]: the probe positions whose logits predict the scored (target) probe tokens."""
+    targets = np.asarray(targets, bool)
+    if targets.ndim != 1 or not targets.any():
+        raise ImplicitError("targets must be a 1-D bool array with at least one scored token")
+    if targets[0]:
+        raise ImplicitError("the first probe token cannot be scored (its logit comes from the context)")
+    return np.flatnonzero(targets) - 1
+
+
+def patch(params: dict[str, Any], delta: dict[str, jax.Array]) -> dict[str, Any]:
+    """params with each layer's MLP kernels moved by delta (see `ImplicitUpdate`)."""
+    mlp_p = dict(params["layers"]["mlp"])
+    for name, d in delta.items():
+        k = mlp_p[name]["kernel"]
+        mlp_p[name] = dict(mlp_p[name], kernel=(k + d.astype(k.dtype)))
+    return dict(params, layers=dict(params["layers"], mlp=mlp_p))
+
+
+def _splice(context, cut, probe):
+    """int[N + A]: context[:cut] followed by probe (then zeros; causal, so never read)."""
+    N, A = context.shape[0], probe.shape[0]
+    j = jnp.arange(N + A)
+    from_ctx = context[jnp.minimum(j, N - 1)]
+    pj = j - cut
+    from_probe = jnp.where(pj < A, probe[jnp.clip(pj, 0, A - 1)], 0)
+    return jnp.where(j < cut, from_ctx, from_probe)
+
+
+def _nll(logits, labels, valid):
+    """Mean NLL of labels [Q] under logits [Q, V] over the valid rows."""
+    lp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(lp, labels[:, None], axis=-1)[:, 0]
+    return jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+
+
+def _update_one(params, context, question_length, cut, probe, qidx, qvalid, *, config):
+    """The implicit update for one cut (fixed shapes; see `implicit_update`)."""
+    cdt = jnp.dtype(config.compute_dtype)
+    valid = qvalid[:, None]
+    ctx_tokens = _splice(context, cut, probe)[None]
+    out = apply(params, ctx_tokens, config=config, return_intermediates=True)
+    inter = out.intermediates
+    cpos = cut + qidx
+    mid_c = (inter["residual"] + inter["attn_out"])[:, 0, cpos]  # [L, Q, D]
+    u_c = inter["mlp_in"][:, 0, cpos]
+    logits_c = out.logits[0, cpos]
+
+    base_tokens = _splice(context, question_length, probe)[None]
+    bpos = question_length + qidx
+    positions = jnp.arange(base_tokens.shape[1], dtype=jnp.int32)[None]
+    inv_freq = inverse_frequencies(config)
+    layers = jax.tree.map(lambda p: p.astype(cdt), params["layers"])
+    eps = config.rms_norm_eps
+
+    def body(h, xs):
+        layer, mc, uc = xs
+        mid, _, _ = attention_block(config, inv_freq, h, layer, positions=positions)
+        m = rms_norm(mid, layer["post_attention_layernorm"]["scale"], eps)
+        acc = jnp.promote_types(cdt, jnp.float32)
+        u0 = jnp.where(valid, m[0, bpos], 0).astype(acc)
+        uc = jnp.where(valid, uc, 0).astype(acc)
+        mp = layer["mlp"]
+        pinv_u0 = jnp.linalg.pinv(u0)  # [D, Q]
+        du = uc - u0
+        d_gate = pinv_u0 @ (du @ mp["gate_proj"]["kernel"].astype(acc))
+        d_up = pinv_u0 @ (du @ mp["up_proj"]["kernel"].astype(acc))
+        h_c = jnp.where(valid, mlp_activations(uc, mp).astype(acc), 0)  # [Q, F]
+        resid = jnp.where(valid, mc.astype(acc) - mid[0, bpos].astype(acc), 0)  # [Q, D]
+        d_down = jnp.linalg.pinv(h_c) @ resid
+        d = {"gate_proj": d_gate, "up_proj": d_up, "down_proj": d_down}
+        patched = {name: {"kernel": mp[name]["kernel"] + d[name].astype(cdt)} for name in WEIGHTS}
+        return mid + mlp(m, patched), d
+
+    h = params["embed_tokens"]["embedding"][base_tokens].astype(cdt)
+    _, delta = lax.scan(body, h, (layers, mid_c, u_c))
+    logits_p = apply(patch(params, delta), base_tokens, config=config).logits[0, bpos]
+    return ImplicitUpdate(delta, logits_c, logits_p)
+
+
+def _prepare(example, config: ModelConfig):
+    """Padded numpy arrays (context, question length, probe, qidx, qvalid, labels) of an Example."""
+    prompt, traj = np.asarray(example.prompt), np.asarray(example.trajectory)
+    probe = np.asarray(example.probe)
+    qidx = answer_positions(example.targets)
+    if len(prompt) < 1:
+        raise ImplicitError("the prompt is empty")
+    n = len(prompt) + len(traj)
+    N, A, Q = round_up(max(n, 1), 32), round_up(len(probe), 8), round_up(len(qidx), 8)
+    if N + A > config.max_position_embeddings:
+        raise ImplicitError(f"prompt + trajectory + probe ({n + len(probe)} tokens, {N + A} padded) exceed the "
+                            f"model's context ({config.max_position_embeddings})")
+    if len(qidx) > config.hidden_size:
+        raise ImplicitError(f"{len(qidx)} scored positions exceed the hidden size {config.hidden_size}: the "
+                            "update cannot be exact")
+    ids = np.concatenate([prompt, traj, probe])
+    if ids.min() < 0 or ids.max() >= config.vocab_size:
+        raise ImplicitError(f"token ids must be in [0, {config.vocab_size}), got range [{ids.min()}, {ids.max()}]")
+    context = np.zeros(N, np.int32)
+    context[:n] = np.concatenate([prompt, traj])
+    probe_p = np.zeros(A, np.int32)
+    probe_p[:len(probe)] = probe
+    qi = np.zeros(Q, np.int32)
+    qi[:len(qidx)] = qidx
+    qvalid = np.arange(Q) < len(qidx)
+    labels = probe_p[np.minimum(qi + 1, A - 1)]
+    return context, len(prompt), probe_p, qi, qvalid, labels
+
+
+def implicit_update(params: dict[str, Any], example, k: int, *, config: ModelConfig) -> ImplicitUpdate:
+    """The exact implicit weight update of the first k trajectory tokens of `example` (a
+    `metareason.probe.Example`): see the module docstring. Compute in float32 for exactness."""
+    context, q, probe, qidx, qvalid, _ = _prepare(example, config)
+    if not 0 <= k <= len(example.trajectory):
+        raise ImplicitError(f"k={k} is out of range [0, {len(example.trajectory)}] (trajectory length)")
+    res = _update_jit(params, context, q, q + k, probe, qidx, qvalid, config=config)
+    n = int(qvalid.sum())
+    return ImplicitUpdate(res.delta, res.logits_in_context[:n], res.logits_patched[:n])
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _update_jit(params, context, q, cut, probe, qidx, qvalid, *, config):
+    return _update_one(params, context, q, cut, probe, qidx, qvalid, config=config)
+
+
+def _flat(tree, layer=None):
+    leaves = [tree[n] if layer is None else tree[n][layer] for n in WEIGHTS]
+    return jnp.concatenate([x.reshape(-1).astype(jnp.float32) for x in leaves])
+
+
+def _cos(a, b):
+    return jnp.vdot(a, b) / jnp.maximum(jnp.linalg.norm(a) * jnp.linalg.norm(b), 1e-30)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _trajectory_jit(params, context, q, cuts, probe, qidx, qvalid, labels, *, config):
+    base_tokens = _splice(context, q, probe)[None]
+    bpos = q + qidx
+    L = config.num_layers
+
+    def base_loss(p):
+        return _nll(apply(p, base_tokens, config=config).logits[0, bpos], labels, qvalid)
+
+    def mlp_loss(d):
+        return base_loss(patch(params, d))
+
+    zeros = {n: jnp.zeros(params["layers"]["mlp"][n]["kernel"].shape, jnp.float32) for n in WEIGHTS}
+    loss0, g = jax.value_and_grad(mlp_loss)(zeros)
+    g_flat = _flat(g)
+    g_norm = jnp.linalg.norm(g_flat)
+    g_layers = [_flat(g, l) for l in range(L)]
+
+    def step(prev, cut):
+        ok = cut >= 0
+        res = _update_one(params, context, q, jnp.where(ok, cut, q), probe, qidx, qvalid, config=config)
+        delta = jax.tree.map(lambda d: d.astype(jnp.float32), res.delta)
+        tok = jax.tree.map(jnp.subtract, delta, prev)
+        d_flat, t_flat = _flat(delta), _flat(tok)
+        out = {
+            "loss_in_context": _nll(res.logits_in_context, labels, qvalid),
+            "loss_patched": _nll(res.logits_patched, labels, qvalid),
+            "max_logit_error": jnp.max(jnp.where(qvalid[:, None], jnp.abs(res.logits_patched - res.logits_in_context),
+                                                 0)),
+            "loss_token_step": mlp_loss(tok),
+            "first_order": jnp.vdot(g_flat, d_flat),
+            "first_order_token": jnp.vdot(g_flat, t_flat),
+            "cos_cumulative": _cos(-g_flat, d_flat),
+            "cos_token": _cos(-g_flat, t_flat),
+            "norm_cumulative": jnp.linalg.norm(d_flat) / g_norm,
+            "norm_token": jnp.linalg.norm(t_flat) / g_norm,
+            "cos_cumulative_layer": jnp.stack([_cos(-g_layers[l], _flat(delta, l)) for l in range(L)]),
+            "cos_token_layer": jnp.stack([_cos(-g_layers[l], _flat(tok, l)) for l in range(L)]),
+        }
+        new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), delta, prev)
+        return new, out
+
+    _, per_cut = lax.scan(step, zeros, cuts)
+    return loss0, g_norm, per_cut
+
+
+def implicit_trajectory(params: dict[str, Any], example, ks: Sequence[int] | None = None, *,
+                        config: ModelConfig) -> dict[str, Any]:
+    """Implicit updates along a trajectory, set beside the true gradient at the same weights.
+
+    example: a `metareason.probe.Example`; ks: trajectory prefix lengths (sorted; default every
+    token 0..T). g is the gradient of the question-only answer loss (mean NLL of the answer given
+    [question, probe]) with respect to every layer's MLP kernels at W; dW_k the implicit update of
+    t_<=k; the token step is dW_k - dW_{k_prev}. Returns numpy arrays per cut [M]:
+
+      loss_in_context   L-hat(k): the answer loss given [question, t_<=k, probe] (the probe)
+      loss_patched      the answer loss of [question, probe] under W + dW_k (== loss_in_context)
+      max_logit_error   max |patched - in-context| logit at the answer positions (exactness)
+      loss_token_step   the answer loss under W + (dW_k - dW_k_prev) alone
+      first_order(_token)  g . dW_k (g . token step): the loss change a linear model predicts
+      cos_cumulative / cos_token      cosine of dW_k / the token step with -g
+      norm_cumulative / norm_token    |dW_k| / |g|, |token step| / |g|
+      cos_cumulative_layer / cos_token_layer  [M, L] the cosines per layer
+
+    plus "k", "loss0" (the question-only loss at W) and "grad_norm" |g|."""
+    T = len(example.trajectory)
+    ks = np.arange(T + 1) if ks is None else np.asarray(ks, np.int64)
+    if ks.ndim != 1 or len(ks) == 0 or ks.min() < 0 or ks.max() > T or np.any(np.diff(ks) <= 0):
+        raise ImplicitError(f"ks must be increasing prefix lengths in [0, {T}] (trajectory length), got {ks.tolist()}")
+    context, q, probe, qidx, qvalid, labels = _prepare(example, config)
+    M = round_up(len(ks), 8)
+    cuts = np.full(M, -1, np.int32)
+    cuts[:len(ks)] = q + ks
+    loss0, g_norm, per_cut = _trajectory_jit(params, context, q, cuts, probe, qidx, qvalid, labels, config=config)
+    out = {name: np.asarray(v)[:len(ks)] for name, v in per_cut.items()}
+    out.update(k=ks, loss0=float(loss0), grad_norm=float(g_norm))
+    return out
