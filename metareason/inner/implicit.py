@@ -37,17 +37,17 @@ from jax import lax
 from metareason.model import ModelConfig, apply, rms_norm
 from metareason.model.rope import inverse_frequencies
 from metareason.model.transformer import attention_block, mlp, mlp_activations
+from metareason.inner.objectives import ExampleError, Prepared, answer_loss, prepare, splice, token_nll
 from metareason.sample.batched import round_up
 
-__all__ = ["WEIGHTS", "ImplicitError", "ImplicitUpdate", "implicit_update", "implicit_trajectory", "patch",
-           "answer_positions"]
+__all__ = ["WEIGHTS", "ImplicitError", "ImplicitUpdate", "implicit_update", "implicit_trajectory", "patch"]
 
 #: The weights the implicit update changes, per layer: layers/mlp/<name>/kernel.
 WEIGHTS = ("gate_proj", "up_proj", "down_proj")
 
 
-class ImplicitError(ValueError):
-    """Malformed inputs to the implicit-update analysis (one line, names what is wrong)."""
+#: Malformed inputs (one line, names what is wrong); the same class as `objectives.ExampleError`.
+ImplicitError = ExampleError
 
 
 class ImplicitUpdate(NamedTuple):
@@ -60,16 +60,6 @@ class ImplicitUpdate(NamedTuple):
     logits_patched: jax.Array
 
 
-def answer_positions(targets: np.ndarray) -> np.ndarray:
-    """int[Q]: the probe positions whose logits predict the scored (target) probe tokens."""
-    targets = np.asarray(targets, bool)
-    if targets.ndim != 1 or not targets.any():
-        raise ImplicitError("targets must be a 1-D bool array with at least one scored token")
-    if targets[0]:
-        raise ImplicitError("the first probe token cannot be scored (its logit comes from the context)")
-    return np.flatnonzero(targets) - 1
-
-
 def patch(params: dict[str, Any], delta: dict[str, jax.Array]) -> dict[str, Any]:
     """params with each layer's MLP kernels moved by delta (see `ImplicitUpdate`)."""
     mlp_p = dict(params["layers"]["mlp"])
@@ -79,28 +69,11 @@ def patch(params: dict[str, Any], delta: dict[str, jax.Array]) -> dict[str, Any]
     return dict(params, layers=dict(params["layers"], mlp=mlp_p))
 
 
-def _splice(context, cut, probe):
-    """int[N + A]: context[:cut] followed by probe (then zeros; causal, so never read)."""
-    N, A = context.shape[0], probe.shape[0]
-    j = jnp.arange(N + A)
-    from_ctx = context[jnp.minimum(j, N - 1)]
-    pj = j - cut
-    from_probe = jnp.where(pj < A, probe[jnp.clip(pj, 0, A - 1)], 0)
-    return jnp.where(j < cut, from_ctx, from_probe)
-
-
-def _nll(logits, labels, valid):
-    """Mean NLL of labels [Q] under logits [Q, V] over the valid rows."""
-    lp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    nll = -jnp.take_along_axis(lp, labels[:, None], axis=-1)[:, 0]
-    return jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
-
-
-def _update_one(params, context, question_length, cut, probe, qidx, qvalid, *, config):
-    """The implicit update for one cut (fixed shapes; see `implicit_update`)."""
+def _update_one(params, ex: Prepared, cut, *, config):
+    """The implicit update for the context prefix ex.context[:cut] (fixed shapes)."""
     cdt = jnp.dtype(config.compute_dtype)
-    valid = qvalid[:, None]
-    ctx_tokens = _splice(context, cut, probe)[None]
+    qidx, valid = ex.qidx, ex.qvalid[:, None]
+    ctx_tokens = splice(ex.context, cut, ex.probe)[None]
     out = apply(params, ctx_tokens, config=config, return_intermediates=True)
     inter = out.intermediates
     cpos = cut + qidx
@@ -108,8 +81,8 @@ def _update_one(params, context, question_length, cut, probe, qidx, qvalid, *, c
     u_c = inter["mlp_in"][:, 0, cpos]
     logits_c = out.logits[0, cpos]
 
-    base_tokens = _splice(context, question_length, probe)[None]
-    bpos = question_length + qidx
+    base_tokens = splice(ex.context, ex.prompt_length, ex.probe)[None]
+    bpos = ex.prompt_length + qidx
     positions = jnp.arange(base_tokens.shape[1], dtype=jnp.int32)[None]
     inv_freq = inverse_frequencies(config)
     layers = jax.tree.map(lambda p: p.astype(cdt), params["layers"])
@@ -140,49 +113,28 @@ def _update_one(params, context, question_length, cut, probe, qidx, qvalid, *, c
     return ImplicitUpdate(delta, logits_c, logits_p)
 
 
-def _prepare(example, config: ModelConfig):
-    """Padded numpy arrays (context, question length, probe, qidx, qvalid, labels) of an Example."""
-    prompt, traj = np.asarray(example.prompt), np.asarray(example.trajectory)
-    probe = np.asarray(example.probe)
-    qidx = answer_positions(example.targets)
-    if len(prompt) < 1:
-        raise ImplicitError("the prompt is empty")
-    n = len(prompt) + len(traj)
-    N, A, Q = round_up(max(n, 1), 32), round_up(len(probe), 8), round_up(len(qidx), 8)
-    if N + A > config.max_position_embeddings:
-        raise ImplicitError(f"prompt + trajectory + probe ({n + len(probe)} tokens, {N + A} padded) exceed the "
-                            f"model's context ({config.max_position_embeddings})")
-    if len(qidx) > config.hidden_size:
-        raise ImplicitError(f"{len(qidx)} scored positions exceed the hidden size {config.hidden_size}: the "
-                            "update cannot be exact")
-    ids = np.concatenate([prompt, traj, probe])
-    if ids.min() < 0 or ids.max() >= config.vocab_size:
-        raise ImplicitError(f"token ids must be in [0, {config.vocab_size}), got range [{ids.min()}, {ids.max()}]")
-    context = np.zeros(N, np.int32)
-    context[:n] = np.concatenate([prompt, traj])
-    probe_p = np.zeros(A, np.int32)
-    probe_p[:len(probe)] = probe
-    qi = np.zeros(Q, np.int32)
-    qi[:len(qidx)] = qidx
-    qvalid = np.arange(Q) < len(qidx)
-    labels = probe_p[np.minimum(qi + 1, A - 1)]
-    return context, len(prompt), probe_p, qi, qvalid, labels
+def _checked(example, config: ModelConfig) -> Prepared:
+    ex = prepare(example, config)
+    if int(ex.qvalid.sum()) > config.hidden_size:
+        raise ImplicitError(f"{int(ex.qvalid.sum())} scored positions exceed the hidden size {config.hidden_size}: "
+                            "the update cannot be exact")
+    return ex
 
 
 def implicit_update(params: dict[str, Any], example, k: int, *, config: ModelConfig) -> ImplicitUpdate:
     """The exact implicit weight update of the first k trajectory tokens of `example` (a
     `metareason.probe.Example`): see the module docstring. Compute in float32 for exactness."""
-    context, q, probe, qidx, qvalid, _ = _prepare(example, config)
+    ex = _checked(example, config)
     if not 0 <= k <= len(example.trajectory):
         raise ImplicitError(f"k={k} is out of range [0, {len(example.trajectory)}] (trajectory length)")
-    res = _update_jit(params, context, q, q + k, probe, qidx, qvalid, config=config)
-    n = int(qvalid.sum())
+    res = _update_jit(params, ex, ex.prompt_length + k, config=config)
+    n = int(ex.qvalid.sum())
     return ImplicitUpdate(res.delta, res.logits_in_context[:n], res.logits_patched[:n])
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _update_jit(params, context, q, cut, probe, qidx, qvalid, *, config):
-    return _update_one(params, context, q, cut, probe, qidx, qvalid, config=config)
+def _update_jit(params, ex, cut, *, config):
+    return _update_one(params, ex, cut, config=config)
 
 
 def _flat(tree, layer=None):
@@ -195,16 +147,11 @@ def _cos(a, b):
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _trajectory_jit(params, context, q, cuts, probe, qidx, qvalid, labels, *, config):
-    base_tokens = _splice(context, q, probe)[None]
-    bpos = q + qidx
+def _trajectory_jit(params, ex, cuts, *, config):
     L = config.num_layers
 
-    def base_loss(p):
-        return _nll(apply(p, base_tokens, config=config).logits[0, bpos], labels, qvalid)
-
     def mlp_loss(d):
-        return base_loss(patch(params, d))
+        return answer_loss(patch(params, d), ex, 0, config=config)
 
     zeros = {n: jnp.zeros(params["layers"]["mlp"][n]["kernel"].shape, jnp.float32) for n in WEIGHTS}
     loss0, g = jax.value_and_grad(mlp_loss)(zeros)
@@ -214,15 +161,15 @@ def _trajectory_jit(params, context, q, cuts, probe, qidx, qvalid, labels, *, co
 
     def step(prev, cut):
         ok = cut >= 0
-        res = _update_one(params, context, q, jnp.where(ok, cut, q), probe, qidx, qvalid, config=config)
+        res = _update_one(params, ex, jnp.where(ok, cut, ex.prompt_length), config=config)
         delta = jax.tree.map(lambda d: d.astype(jnp.float32), res.delta)
         tok = jax.tree.map(jnp.subtract, delta, prev)
         d_flat, t_flat = _flat(delta), _flat(tok)
+        err = jnp.abs(res.logits_patched - res.logits_in_context)
         out = {
-            "loss_in_context": _nll(res.logits_in_context, labels, qvalid),
-            "loss_patched": _nll(res.logits_patched, labels, qvalid),
-            "max_logit_error": jnp.max(jnp.where(qvalid[:, None], jnp.abs(res.logits_patched - res.logits_in_context),
-                                                 0)),
+            "loss_in_context": token_nll(res.logits_in_context, ex.labels, ex.qvalid),
+            "loss_patched": token_nll(res.logits_patched, ex.labels, ex.qvalid),
+            "max_logit_error": jnp.max(jnp.where(ex.qvalid[:, None], err, 0)),
             "loss_token_step": mlp_loss(tok),
             "first_order": jnp.vdot(g_flat, d_flat),
             "first_order_token": jnp.vdot(g_flat, t_flat),
@@ -263,11 +210,10 @@ def implicit_trajectory(params: dict[str, Any], example, ks: Sequence[int] | Non
     ks = np.arange(T + 1) if ks is None else np.asarray(ks, np.int64)
     if ks.ndim != 1 or len(ks) == 0 or ks.min() < 0 or ks.max() > T or np.any(np.diff(ks) <= 0):
         raise ImplicitError(f"ks must be increasing prefix lengths in [0, {T}] (trajectory length), got {ks.tolist()}")
-    context, q, probe, qidx, qvalid, labels = _prepare(example, config)
-    M = round_up(len(ks), 8)
-    cuts = np.full(M, -1, np.int32)
-    cuts[:len(ks)] = q + ks
-    loss0, g_norm, per_cut = _trajectory_jit(params, context, q, cuts, probe, qidx, qvalid, labels, config=config)
+    ex = _checked(example, config)
+    cuts = np.full(round_up(len(ks), 8), -1, np.int32)
+    cuts[:len(ks)] = ex.prompt_length + ks
+    loss0, g_norm, per_cut = _trajectory_jit(params, ex, cuts, config=config)
     out = {name: np.asarray(v)[:len(ks)] for name, v in per_cut.items()}
     out.update(k=ks, loss0=float(loss0), grad_norm=float(g_norm))
     return out
