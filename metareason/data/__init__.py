@@ -7,22 +7,31 @@ packing and checkpointable iterators.
     ds = training_batches(sources["test"], encode, seq_len=1024, batch_size=8, seed=0)
     it = iter(ds); batch = next(it); state = it.get_state()
 
-Imported explicitly only (it pulls in tensorflow-datasets and grain; `import metareason` does not).
+Names resolve lazily: the builders and pipelines pull in tensorflow-datasets and grain, the
+record schema and the manual reader (`metareason.data.manual`) do not.
 """
 
-from metareason.data.builders import (ChampBuilder, ManualBuilder, ManualConfig, RecordsBuilder, RecordsConfig,
-                                      RecordSource, build_and_load, load_prepared, record_features)
-from metareason.data.lab import LabBuilder, build_lab
-from metareason.data.manual import (ALIASES, ManualRead, RowProblem, iter_records, manual_splits, read_manual_dir,
-                                    read_records)
-from metareason.data.pipeline import (BATCH_FIELDS, encode_dataset, pack_batches, record_dataset,
-                                      training_batches)
-from metareason.data.records import FIELDS, TEXT_FIELDS, DataError, Record, make_record, normalize_record
+import importlib
 
-__all__ = [
-    "DataError", "Record", "FIELDS", "TEXT_FIELDS", "make_record", "normalize_record",
-    "ALIASES", "ManualRead", "RowProblem", "iter_records", "read_records", "read_manual_dir", "manual_splits",
-    "RecordsBuilder", "RecordsConfig", "ChampBuilder", "ManualBuilder", "ManualConfig", "RecordSource",
-    "build_and_load", "load_prepared", "record_features", "LabBuilder", "build_lab",
-    "BATCH_FIELDS", "record_dataset", "encode_dataset", "pack_batches", "training_batches",
-]
+# name -> submodule; resolved on first access (PEP 562) so that `metareason.data.manual` and
+# `metareason.data.records` import without tensorflow-datasets or grain (the GPU image lacks them)
+_WHERE = {
+    "builders": ("ChampBuilder", "ManualBuilder", "ManualConfig", "RecordsBuilder", "RecordsConfig", "RecordSource",
+                 "build_and_load", "load_prepared", "record_features"),
+    "lab": ("LabBuilder", "build_lab"),
+    "manual": ("ALIASES", "ManualRead", "RowProblem", "iter_records", "manual_splits", "read_manual_dir",
+               "read_records"),
+    "pipeline": ("BATCH_FIELDS", "encode_dataset", "pack_batches", "record_dataset", "training_batches"),
+    "records": ("FIELDS", "TEXT_FIELDS", "DataError", "Record", "make_record", "normalize_record"),
+}
+_MODULE = {name: mod for mod, names in _WHERE.items() for name in names}
+
+__all__ = sorted(_MODULE)
+
+
+def __getattr__(name: str):
+    if name in _MODULE:
+        value = getattr(importlib.import_module(f"metareason.data.{_MODULE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'metareason.data' has no attribute {name!r}")

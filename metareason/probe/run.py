@@ -16,7 +16,7 @@ from pathlib import Path
 
 from metareason.probe.loss import METHODS, ProbeError
 
-__all__ = ["ProbeConfig", "run_probe", "DemoConfig", "run_demo", "boxed_answer", "load_model"]
+__all__ = ["ProbeConfig", "run_probe", "DemoConfig", "run_demo", "boxed_answer", "load_model", "hf_groups"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +82,7 @@ def load_model(path: Path):
                             "model directory (config.json)")
 
 
-def _hf_groups(records: list[dict]) -> dict[str, list[dict]]:
+def hf_groups(records: list[dict]) -> dict[str, list[dict]]:
     """Reference trajectories count as correct; generations are split by their boxed answer."""
     groups: dict[str, list[dict]] = {"correct (reference)": [], "correct (generations)": [],
                                      "incorrect (generations)": []}
@@ -127,7 +127,7 @@ def run_probe(cfg: ProbeConfig, *, model=None) -> dict:
             raise ProbeError("a Hugging Face model needs --data FILE (.jsonl or .parquet records)")
         from metareason.data.manual import read_records
         records = read_records(cfg.data).records[:cfg.max_questions]
-        groups = _hf_groups(records)
+        groups = hf_groups(records)
         source = f"Hugging Face model {cfg.model}, {len(records)} questions from {cfg.data}"
     examples = {name: examples_from_records(codec, recs) for name, recs in groups.items()}
     first = next((n for n in groups if n.startswith("correct") and groups[n]), None)
