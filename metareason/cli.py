@@ -6,6 +6,7 @@ its fields and docstrings into flags and help); the work lives in library functi
     metareason train --preset arith-long --out runs/my-run --resume
     metareason probe --model runs/my-run --out runs/my-probe
     metareason demo
+    metareason compare --model runs/my-run --out runs/my-compare
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import tyro
 
 from metareason.selfcheck import SelfCheck, run_selfcheck
 
-USAGE = "usage: metareason {selfcheck,train,probe,demo} [--help]"
+USAGE = "usage: metareason {selfcheck,train,probe,demo,compare} [--help]"
 
 
 def _train(argv: list[str]) -> None:
@@ -59,7 +60,17 @@ def _demo(argv: list[str]) -> None:
     run_demo(tyro.cli(DemoConfig, args=argv, prog="metareason demo"))
 
 
-COMMANDS = {"selfcheck": _selfcheck, "train": _train, "probe": _probe, "demo": _demo}
+def _compare(argv: list[str]) -> None:
+    """Trajectory tokens vs true gradient steps: probe vs line-searched steps, exact implicit
+    updates vs the true gradient, Proposition 2.1 on the first block."""
+    from metareason.inner.compare import CompareConfig, run_compare
+
+    cfg = tyro.cli(CompareConfig, args=argv, prog="metareason compare")
+    res = run_compare(cfg)
+    print(f"wrote {cfg.out}/summary.md, results.json, compare.jsonl and {len(res['figures'])} figures")
+
+
+COMMANDS = {"selfcheck": _selfcheck, "train": _train, "probe": _probe, "demo": _demo, "compare": _compare}
 
 
 def main(argv: list[str] | None = None) -> None:
