@@ -144,15 +144,17 @@ def prop21_on_model(params: Any, example, *, config) -> dict[str, Any]:
             "relative_error": float(rel.mean()), "question_rank": int(basis.shape[1])}
 
 
-def _band(rows: Sequence[dict], key: str, kmax: int, *, x: str = "k") -> dict:
-    """Per k in 0..kmax: mean and 95% interval of rows[key] over the rows that reach k."""
+def _band(rows: Sequence[dict], key: str, kmax: int, *, x: str = "k", min_n: int = 3) -> dict:
+    """Per k in 0..kmax: mean and 95% interval of rows[key] over the rows that reach k (the k
+    that fewer than min_n rows reach are left out, unless there are fewer rows than that)."""
     from metareason.probe.analysis import mean_ci
     cols: dict[int, list[float]] = {}
     for r in rows:
         for k, v in zip(r[x], r[key]):
             if k <= kmax and v is not None and math.isfinite(v):
                 cols.setdefault(int(k), []).append(float(v))
-    ks = sorted(cols)
+    need = min(min_n, len(rows))
+    ks = sorted(k for k in cols if len(cols[k]) >= need)
     stats = [mean_ci(cols[k]) for k in ks]
     return {"k": ks, "mean": [s[0] for s in stats], "low": [s[1] for s in stats], "high": [s[2] for s in stats],
             "n": [len(cols[k]) for k in ks]}
@@ -281,7 +283,7 @@ def _write_summary(res: dict, out: Path) -> None:
         ("corr(first-order prediction, actual per-token change)", "first_order_vs_actual",
          lambda v: f"{v:.3f}"),
         ("Prop 2.1: token outside the question's span (fraction of norm)", "span_residual", _fmt),
-        ("Prop 2.1: relative error of the construction at the block output", "prop21_relative_error", _fmt),
+        ("Prop 2.1: relative error of the construction (attention output)", "prop21_relative_error", _fmt),
     ]
     for label, key, f in labels:
         lines.append(f"| {label} | " + " | ".join(f(res["groups"][g][key]) for g in res["groups"]) + " |")
