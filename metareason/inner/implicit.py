@@ -211,7 +211,7 @@ def implicit_trajectory(params: dict[str, Any], example, ks: Sequence[int] | Non
     if ks.ndim != 1 or len(ks) == 0 or ks.min() < 0 or ks.max() > T or np.any(np.diff(ks) <= 0):
         raise ImplicitError(f"ks must be increasing prefix lengths in [0, {T}] (trajectory length), got {ks.tolist()}")
     ex = _checked(example, config)
-    cuts = np.full(round_up(len(ks), 8), -1, np.int32)
+    cuts = np.full(round_up(len(ks), 32), -1, np.int32)  # buckets of 32 cuts share a compilation
     cuts[:len(ks)] = ex.prompt_length + ks
     loss0, g_norm, per_cut = _trajectory_jit(params, ex, cuts, config=config)
     out = {name: np.asarray(v)[:len(ks)] for name, v in per_cut.items()}
