@@ -9,7 +9,7 @@ a. the answer loss after k trajectory tokens (the probe, L-hat) vs after k line-
 b. the exact implicit weight update of every prefix (`metareason.inner.implicit`), verified by
    the patched model's logits, and per token and cumulatively its cosine and norm ratio against
    the true gradient of the answer loss at the same weights, with the loss change it causes;
-c. the paper's Proposition 2.1 on the model's first block (`prop21_on_model`): how far
+c. the paper's Proposition 2.1 on the model's first block (`prop21.prop21_on_model`): how far
    each trajectory token's layer-0 input lies outside the span of the question's, and the error
    of the attention-weight construction there.
 
@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-__all__ = ["CompareConfig", "run_compare", "summarise", "prop21_on_model", "CLAIMS"]
+__all__ = ["CompareConfig", "run_compare", "summarise", "CLAIMS"]
 
 #: The paper's claims next to which the measurements are reported.
 CLAIMS = {
@@ -91,6 +91,7 @@ def _trim(example, max_tokens: int):
 def _row(params, config, example, cfg: CompareConfig) -> dict[str, Any]:
     from metareason.inner.descent import question_descent
     from metareason.inner.implicit import implicit_trajectory
+    from metareason.inner.prop21 import prop21_on_model
 
     T = len(example.trajectory)
     ks = np.unique(np.r_[np.arange(0, T + 1, cfg.every), T])
@@ -102,46 +103,6 @@ def _row(params, config, example, cfg: CompareConfig) -> dict[str, Any]:
     row["prop21"] = span
     row["trajectory_length"] = T
     return row
-
-
-def prop21_on_model(params: Any, example, *, config) -> dict[str, Any]:
-    """Proposition 2.1 on the model's first block, in the proposition's setting (one attention
-    layer read as linear attention, no rotary embedding or biases).
-
-    X: [n, D] the question's layer-0 inputs (normalised embeddings); t0: each trajectory token's.
-    The construction W_v' = G^+ (G + t0^T t0) W_v (G = X^T X) is exact iff t0 lies in the row span
-    of X; otherwise, for the query x (the question's last token), head h misses
-    e_h = (x W_q,h)(t0_perp W_k,h)^T (t0 W_v,h) of the token's contribution
-    c_h = (x W_q,h)(t0 W_k,h)^T (t0 W_v,h), t0_perp = (I - P) t0. Returns "span_residual":
-    |t0_perp| / |t0| per token and "relative_error": mean over tokens of |sum_h e_h W_o,h| /
-    |sum_h c_h W_o,h| (the fraction of the token's attention-output contribution the
-    construction cannot reproduce)."""
-    from metareason.model import rms_norm
-    layer0 = jax.tree.map(lambda p: np.asarray(p[0], np.float64), params["layers"])
-    emb = np.asarray(params["embed_tokens"]["embedding"], np.float32)
-    scale = np.asarray(params["layers"]["input_layernorm"]["scale"][0], np.float32)
-    norm = lambda ids: np.asarray(rms_norm(emb[np.asarray(ids)], scale, config.rms_norm_eps), np.float64)  # noqa
-    X, t0 = norm(example.prompt), norm(example.trajectory)
-    if len(t0) == 0:
-        return {"span_residual": [], "relative_error": math.nan}
-    u, sv, _ = np.linalg.svd(X.T, full_matrices=False)
-    basis = u[:, sv > sv.max() * 1e-10]                       # [D, r] orthonormal row-span basis
-    perp = t0 - (t0 @ basis) @ basis.T
-    attn = layer0["self_attn"]
-    G = config.num_heads // config.num_kv_heads
-    wq = attn["q_proj"]["kernel"]                             # [D, H, Dh]
-    wk = np.repeat(attn["k_proj"]["kernel"], G, axis=1)       # [D, H, Dh] (GQA: each query head's kv)
-    wv = np.repeat(attn["v_proj"]["kernel"], G, axis=1)
-    wo = attn["o_proj"]["kernel"]                             # [H, Dh, D]
-    a = np.einsum("d,dhe->he", X[-1], wq)
-    v = np.einsum("td,dhe->the", t0, wv)
-    score = np.einsum("he,td,dhe->th", a, t0, wk)
-    score_perp = np.einsum("he,td,dhe->th", a, perp, wk)
-    c = np.einsum("th,the,hed->td", score, v, wo)
-    e = np.einsum("th,the,hed->td", score_perp, v, wo)
-    rel = np.linalg.norm(e, axis=-1) / np.maximum(np.linalg.norm(c, axis=-1), 1e-30)
-    return {"span_residual": (np.linalg.norm(perp, axis=-1) / np.linalg.norm(t0, axis=-1)).tolist(),
-            "relative_error": float(rel.mean()), "question_rank": int(basis.shape[1])}
 
 
 def _band(rows: Sequence[dict], key: str, kmax: int, *, x: str = "k", min_n: int = 3) -> dict:
