@@ -152,11 +152,11 @@ class DemoConfig:
     """Train (or reuse) a lab model, probe it, and write a report mirroring the paper's figures."""
 
     out: Path = Path("runs/demo")
-    steps: int = 1300
+    steps: int = 2600
     """SFT steps of the demo model (the arith-long preset's budget, about 10 minutes on 2 CPU cores)."""
     reuse: bool = True
     """Reuse a finished model in out/model (resume an unfinished one)."""
-    model: str = "lab-small"
+    model: str = "lab-fast"
     """Model preset (metareason.train.presets)."""
     eval_questions: int = 50
     """Held-out questions of the model's greedy accuracy (validation and test)."""
