@@ -121,7 +121,7 @@ def test_a_trained_lab_models_blocks(tmp_path):
     from metareason.train.sft import load_run, train_sft
 
     cfg = train_presets()["tiny"]
-    cfg = dataclasses.replace(cfg, out=tmp_path / "run", steps=40, final_eval=False, checkpoint_every=40)
+    cfg = dataclasses.replace(cfg, out=tmp_path / "run", steps=16, final_eval=False, checkpoint_every=16)
     train_sft(cfg)
     _, config, params, _ = load_run(tmp_path / "run")
     rec = next(iter(lab_records(cfg.lab, "test")))
