@@ -119,3 +119,34 @@ def write_tiny_tokenizer(path, template, bos):
         "tokenizer_class": "PreTrainedTokenizerFast", "chat_template": template,
         "bos_token": bos, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}))
     return path
+
+
+# Records in the data schema for end-to-end runs on a Hugging Face directory (probe, compare).
+ANSWER_ROWS = [{"id": "q1", "question": "What is 12 + 35?", "answer": "47",
+                "generations": ["Let me think. Wait, the carry is 1, so the sum is 47. \\boxed{47}",
+                                "the sum is 46. Therefore \\boxed{46}"]},
+               {"id": "q2", "question": "What is 12 + 35?", "answer": "47", "trajectory": "12 + 35 = 47."}]
+
+
+def tiny_hf_dir(tmp_path, **config_overrides):
+    """A random tiny Qwen2 saved as a Hugging Face directory with a ChatML tokenizer, plus
+    ANSWER_ROWS as JSONL: (model_dir, config, params, data_path)."""
+    import json
+    import shutil
+
+    import jax
+
+    from metareason.model import init, save_hf_checkpoint
+
+    tok_dir = write_tiny_tokenizer(tmp_path / "tok", CHATML, None)
+    model_dir = tmp_path / "model"
+    config = ModelConfig(**{**dict(family="qwen2", vocab_size=300, hidden_size=32, intermediate_size=64,
+                                   num_layers=2, num_heads=4, num_kv_heads=2, max_position_embeddings=256),
+                            **config_overrides})
+    params = init(config, jax.random.key(0))
+    save_hf_checkpoint(model_dir, config, params)
+    for f in tok_dir.iterdir():
+        shutil.copy(f, model_dir / f.name)
+    data = tmp_path / "answers.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in ANSWER_ROWS) + "\n")
+    return model_dir, config, params, data

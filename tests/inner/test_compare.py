@@ -2,41 +2,21 @@
 against the probe's per-prefix reference, and a rerun resumes instead of recomputing."""
 
 import json
-import shutil
 
-import jax
 import numpy as np
 import pytest
 
 from metareason.cli import main
-from metareason.model import ModelConfig, init, save_hf_checkpoint
 from metareason.probe import ProbeBatch, answer_loss_per_prefix
-
-
-def hf_model(tmp_path):
-    from reference import CHATML, write_tiny_tokenizer
-
-    tok_dir = write_tiny_tokenizer(tmp_path / "tok", CHATML, None)
-    model_dir = tmp_path / "model"
-    config = ModelConfig(family="qwen2", vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=2,
-                         num_heads=4, num_kv_heads=2, max_position_embeddings=256, initializer_range=0.2)
-    params = init(config, jax.random.key(0))
-    save_hf_checkpoint(model_dir, config, params)
-    for f in tok_dir.iterdir():
-        shutil.copy(f, model_dir / f.name)
-    return model_dir, config, params
 
 
 def test_compare_hf_directory_and_resume(tmp_path):
     from metareason.tokenize import HFTokenizer
 
-    model_dir, config, params = hf_model(tmp_path)
-    rows = [{"id": "q1", "question": "What is 12 + 35?", "answer": "47",
-             "generations": ["Let me think. Wait, the carry is 1, so the sum is 47. \\boxed{47}",
-                             "the sum is 46. Therefore \\boxed{46}"]},
-            {"id": "q2", "question": "What is 12 + 35?", "answer": "47", "trajectory": "12 + 35 = 47."}]
-    data = tmp_path / "answers.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    from reference import ANSWER_ROWS as rows
+    from reference import tiny_hf_dir
+
+    model_dir, config, params, data = tiny_hf_dir(tmp_path, initializer_range=0.2)
     out = tmp_path / "compare"
     args = ["compare", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--steps", "3",
             "--max-tokens", "10"]

@@ -1,14 +1,11 @@
 """`metareason probe` on a Hugging Face directory and `metareason demo` on a tiny budget, end to end."""
 
 import json
-import shutil
 
-import jax
 import numpy as np
 import pytest
 
 from metareason.cli import main
-from metareason.model import ModelConfig, init, save_hf_checkpoint
 from metareason.probe import ProbeBatch, answer_loss_per_prefix
 from metareason.probe.run import boxed_answer
 
@@ -19,24 +16,11 @@ def test_boxed_answer():
 
 
 def test_probe_hf_directory(tmp_path):
-    from reference import CHATML
-    from reference import write_tiny_tokenizer as _write
+    from reference import ANSWER_ROWS as rows
+    from reference import tiny_hf_dir
     from metareason.tokenize import HFTokenizer
 
-    tok_dir = _write(tmp_path / "tok", CHATML, None)
-    model_dir = tmp_path / "model"
-    config = ModelConfig(family="qwen2", vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=2,
-                         num_heads=4, num_kv_heads=2, max_position_embeddings=256)
-    params = init(config, jax.random.key(0))
-    save_hf_checkpoint(model_dir, config, params)
-    for f in tok_dir.iterdir():
-        shutil.copy(f, model_dir / f.name)
-    rows = [{"id": "q1", "question": "What is 12 + 35?", "answer": "47",
-             "generations": ["Let me think. Wait, the carry is 1, so the sum is 47. \\boxed{47}",
-                             "the sum is 46. Therefore \\boxed{46}"]},
-            {"id": "q2", "question": "What is 12 + 35?", "answer": "47", "trajectory": "12 + 35 = 47."}]
-    data = tmp_path / "answers.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    model_dir, config, params, data = tiny_hf_dir(tmp_path)
     out = tmp_path / "probe"
     main(["probe", "--model", str(model_dir), "--data", str(data), "--out", str(out)])
     curves = [json.loads(x) for x in (out / "curves.jsonl").read_text().splitlines()]
