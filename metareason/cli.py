@@ -4,6 +4,8 @@ its fields and docstrings into flags and help); the work lives in library functi
     metareason selfcheck
     metareason train --preset arith-long --steps 800 --out runs/my-run
     metareason train --preset arith-long --out runs/my-run --resume
+    metareason rl --init runs/my-run --out runs/my-grpo
+    metareason eval --model runs/my-grpo --data lab:test lab:heldout --n 8 --k 1 4 8
     metareason probe --model runs/my-run --out runs/my-probe
     metareason demo
     metareason compare --model runs/my-run --out runs/my-compare
@@ -17,7 +19,21 @@ import tyro
 
 from metareason.selfcheck import SelfCheck, run_selfcheck
 
-USAGE = "usage: metareason {selfcheck,train,probe,demo,compare} [--help]"
+USAGE = "usage: metareason {selfcheck,train,rl,eval,probe,demo,compare} [--help]"
+
+
+def _preset_cli(argv: list[str], cls, presets: dict, default: str, prog: str, what: str):
+    """A config from `--preset NAME` (one of `presets`; `default` without the flag), then flags."""
+    base = presets[default]
+    if "--preset" in argv:
+        i = argv.index("--preset")
+        if i + 1 >= len(argv) or argv[i + 1] not in presets:
+            raise SystemExit(f"{prog}: --preset needs one of {', '.join(sorted(presets))}")
+        base = presets[argv[i + 1]]
+        argv = argv[:i] + argv[i + 2:]
+    return tyro.cli(cls, default=base, args=argv, prog=prog,
+                    description=f"{what} --preset NAME (one of {', '.join(sorted(presets))}) picks the defaults; "
+                                "flags override them.")
 
 
 def _train(argv: list[str]) -> None:
@@ -25,18 +41,24 @@ def _train(argv: list[str]) -> None:
     from metareason.train.presets import train_presets
     from metareason.train.sft import SFTConfig, train_sft
 
-    presets = train_presets()
-    default = presets["lab"]
-    if "--preset" in argv:
-        i = argv.index("--preset")
-        if i + 1 >= len(argv) or argv[i + 1] not in presets:
-            raise SystemExit(f"metareason train: --preset needs one of {', '.join(sorted(presets))}")
-        default = presets[argv[i + 1]]
-        argv = argv[:i] + argv[i + 2:]
-    cfg = tyro.cli(SFTConfig, default=default, args=argv, prog="metareason train",
-                   description="SFT on the synthetic lab. --preset NAME (one of "
-                               f"{', '.join(sorted(presets))}) picks the defaults; flags override them.")
-    train_sft(cfg)
+    train_sft(_preset_cli(argv, SFTConfig, train_presets(), "lab", "metareason train", "SFT on the synthetic lab."))
+
+
+def _rl(argv: list[str]) -> None:
+    """GRPO on the synthetic lab, from scratch or from a `train` run (--init RUN, --preset NAME, --resume)."""
+    from metareason.train.presets import rl_presets
+    from metareason.train.rl import GRPOConfig, train_grpo
+
+    train_grpo(_preset_cli(argv, GRPOConfig, rl_presets(), "arith", "metareason rl", "GRPO on the synthetic lab."))
+
+
+def _eval(argv: list[str]) -> None:
+    """n samples per question: Pass@k and mG-Pass@k per dataset, with intervals."""
+    from metareason.evaluate.run import EvalConfig, run_eval
+
+    cfg = tyro.cli(EvalConfig, args=argv, prog="metareason eval")
+    run_eval(cfg)
+    print((cfg.out / "table.md").read_text())
 
 
 def _selfcheck(argv: list[str]) -> None:
@@ -70,7 +92,8 @@ def _compare(argv: list[str]) -> None:
     print(f"wrote {cfg.out}/summary.md, results.json, compare.jsonl and {len(res['figures'])} figures")
 
 
-COMMANDS = {"selfcheck": _selfcheck, "train": _train, "probe": _probe, "demo": _demo, "compare": _compare}
+COMMANDS = {"selfcheck": _selfcheck, "train": _train, "rl": _rl, "eval": _eval, "probe": _probe, "demo": _demo,
+            "compare": _compare}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -46,6 +46,7 @@ from metareason.tokenize.lab import ANSWER_TEMPLATE, LAB_VOCAB, LabVocab
 from metareason.train.loss import sft_loss
 from metareason.train.presets import model_preset
 from metareason.train.state import OptimizerConfig, make_optimizer
+from metareason.train.trajectories import question_schedule
 
 __all__ = ["LabMetaError", "LabTasks", "LabMetaConfig", "LabTrainResult", "ARMS", "CONDITIONS",
            "encode_task", "build_tasks", "select", "masked_nll", "support_loss", "query_loss", "question_schedule",
@@ -260,18 +261,6 @@ class LabTrainResult(NamedTuple):
     seconds: float
 
 
-def question_schedule(n: int, per_step: int, steps: int, seed: int) -> np.ndarray:
-    """int[steps, per_step]: the questions of each step. Each epoch is a fresh permutation of the n
-    questions cut into steps (the n % per_step left over are dropped), so a step never repeats one."""
-    if per_step > n:
-        raise LabMetaError(f"questions_per_step={per_step} exceeds the {n} training questions")
-    rng = np.random.default_rng(seed)
-    per_epoch = n // per_step
-    epochs = [rng.permutation(n)[:per_epoch * per_step].reshape(per_epoch, per_step)
-              for _ in range(-(-steps // per_epoch))]
-    return np.concatenate(epochs)[:steps]
-
-
 def make_lab_step(arm: str, cfg: LabMetaConfig, config: ModelConfig,
                   outer: optax.GradientTransformation) -> Callable:
     """`step(params, opt_state, tasks) -> (params, opt_state, metrics)` for `arm`, jitted; tasks:
@@ -307,7 +296,10 @@ def _train(arm: str, cfg: LabMetaConfig, tasks: LabTasks, *, params: Any = None,
     if tasks.lengths[2] > config.max_position_embeddings:
         raise LabMetaError(f"sequences of {tasks.lengths[2]} tokens exceed the model's context "
                            f"({config.max_position_embeddings})")
-    schedule = question_schedule(tasks.size, cfg.questions_per_step, cfg.steps, cfg.seed)
+    try:
+        schedule = question_schedule(tasks.size, cfg.questions_per_step, cfg.steps, cfg.seed)
+    except ValueError as err:
+        raise LabMetaError(str(err)) from None
     outer = make_optimizer(cfg.optimizer, cfg.steps)
     params = init(config, jax.random.key(cfg.seed)) if params is None else params
     opt_state = outer.init(params)

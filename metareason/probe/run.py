@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 
+from metareason.evaluate.extract import boxed_answer
 from metareason.probe.loss import METHODS, ProbeError
 
 __all__ = ["ProbeConfig", "run_probe", "DemoConfig", "run_demo", "boxed_answer", "load_model", "hf_groups"]
@@ -47,19 +48,6 @@ class ProbeConfig:
     think_prefix: str = ""
     """Hugging Face models: text after the chat template's generation prompt (e.g. "<think>\\n")."""
     seed: int = 0
-
-
-def boxed_answer(text: str) -> str | None:
-    """The content of the last \\boxed{...} in `text` (braces balanced), stripped; None if none."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    i, depth = start + len("\\boxed{"), 1
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j].strip()
-    return None
 
 
 def _norm(ans: str | None) -> str | None:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from metareason.model import ModelConfig
 from metareason.sample import SamplingConfig, generate_all
 from metareason.tasks.lab import parse_answer, prompt_tokens
 from metareason.tokenize.lab import LAB_VOCAB
 
-__all__ = ["lab_accuracy"]
+__all__ = ["lab_accuracy", "first_per_family", "flat_eval", "final_evaluation"]
 
 
 def lab_accuracy(params: Any, config: ModelConfig, records: Iterable[dict], *, batch_size: int = 64,
@@ -46,3 +46,38 @@ def lab_accuracy(params: Any, config: ModelConfig, records: Iterable[dict], *, b
             "format_rate": sum(s["well_formed"] for s in stats.values()) / n,
             "mean_length": sum(s["length"] for s in stats.values()) / n, "n": int(n),
             "per_family": per_family, "samples": samples}
+
+
+def first_per_family(records: Sequence[dict], per_family_limit: int) -> list[dict]:
+    """The first `per_family_limit` records of each family (evaluation subsets)."""
+    counts: dict[str, int] = {}
+    out = []
+    for r in records:
+        if counts.get(r["family"], 0) < per_family_limit:
+            counts[r["family"]] = counts.get(r["family"], 0) + 1
+            out.append(r)
+    return out
+
+
+def flat_eval(res: dict) -> dict[str, float]:
+    """A `lab_accuracy` result as one flat metrics row (accuracy, format rate, length, per family)."""
+    row = {"accuracy": res["accuracy"], "format_rate": res["format_rate"], "mean_length": res["mean_length"]}
+    for fam, r in res["per_family"].items():
+        row[f"accuracy/{fam}"] = r["accuracy"]
+    return row
+
+
+def final_evaluation(params: Any, config: ModelConfig, records: Any, lab, per_family: int, metrics,
+                     step: int) -> dict:
+    """Greedy accuracy on validation, test (and heldout, if the lab holds families out), each
+    limited to `per_family` questions per family; rows written to `metrics`; the test line printed.
+    `records`: split -> records (a mapping, or a function of the split name)."""
+    get = records if callable(records) else records.__getitem__
+    out = {}
+    for split in ("validation", "test") + (("heldout",) if lab.heldout_families else ()):
+        res = lab_accuracy(params, config, first_per_family(get(split), per_family))
+        out[split] = res
+        metrics.write(step, split, flat_eval(res))
+    per_fam = ", ".join(f"{f} {r['accuracy']:.2f}" for f, r in out["test"]["per_family"].items())
+    print(f"test greedy accuracy {out['test']['accuracy']:.3f} ({per_fam})")
+    return out

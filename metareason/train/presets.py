@@ -7,7 +7,7 @@ from pathlib import Path
 from metareason.model import ModelConfig
 from metareason.tokenize.lab import LAB_VOCAB
 
-__all__ = ["MODEL_PRESETS", "model_preset", "train_presets"]
+__all__ = ["MODEL_PRESETS", "model_preset", "train_presets", "rl_presets"]
 
 MODEL_PRESETS = {
     # ~0.1 M parameters: tests and smoke runs
@@ -55,3 +55,18 @@ def train_presets() -> dict:
                                           eval_every=650,
                                           lab=LabConfig(style=style, **arith))
     return out
+
+
+def rl_presets() -> dict:
+    """Named `GRPOConfig`s for `metareason rl --preset NAME` (flags after it override)."""
+    from metareason.tasks.lab import LabConfig
+    from metareason.train.rl import ARITH, GRPOConfig
+
+    return {
+        # GRPO on the arith questions of the arith-* SFT presets; pass --init RUN_DIR to start from one
+        "arith": GRPOConfig(out=Path("runs/grpo-arith"), lab=ARITH, model="lab-fast"),
+        "tiny": GRPOConfig(out=Path("runs/grpo-tiny"), model="lab-tiny", steps=6, questions_per_step=2,
+                           group_size=4, max_new_tokens=48, checkpoint_every=2, eval_questions=4,
+                           lab=LabConfig(families=("arith", "pointer"), difficulty=(1,), train_size=100,
+                                         eval_size=8)),
+    }

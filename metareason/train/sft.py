@@ -28,9 +28,10 @@ import numpy as np
 from metareason.model import ModelConfig, init
 from metareason.tasks.lab import LabConfig, encode_example
 from metareason.train.checkpoint import Checkpointer, abstract_like
-from metareason.train.evaluation import lab_accuracy
+from metareason.train.evaluation import final_evaluation, first_per_family, flat_eval, lab_accuracy
 from metareason.train.metrics import MetricsWriter
 from metareason.train.presets import model_preset
+from metareason.train.rundir import open_run_dir
 from metareason.train.state import OptimizerConfig, init_state, make_optimizer
 from metareason.train.step import make_train_step
 from metareason.train.trajectories import trajectory_slots
@@ -40,6 +41,14 @@ __all__ = ["SFTConfig", "train_sft", "TrainingDiverged", "load_run", "sft_config
 
 class TrainingDiverged(RuntimeError):
     """A non-finite loss or gradient (names the step and the batch)."""
+
+    @classmethod
+    def at(cls, metrics: dict, where: str, ckpt: Checkpointer) -> "TrainingDiverged":
+        """The error for a step whose metrics are not finite; `where`: "step 7 (batch 6 ...)"."""
+        last = max(ckpt.steps(), default=None)
+        good = f"step {last} in {ckpt.directory}" if last is not None else f"none yet ({ckpt.directory} is empty)"
+        return cls(f"non-finite loss ({float(metrics['loss'])}) or gradient norm ({float(metrics['grad_norm'])}) "
+                   f"at {where}; nothing from it was committed, the last good checkpoint is {good}")
 
 
 @dataclasses.dataclass
@@ -110,35 +119,13 @@ def _encode(record: dict) -> dict[str, np.ndarray]:
     return encode_example(record["question"], record["trajectory"], record["answer"])
 
 
-def _eval_records(records: Sequence[dict], per_family_limit: int) -> list[dict]:
-    """The first `per_family_limit` records of each family."""
-    counts: dict[str, int] = {}
-    out = []
-    for r in records:
-        if counts.get(r["family"], 0) < per_family_limit:
-            counts[r["family"]] = counts.get(r["family"], 0) + 1
-            out.append(r)
-    return out
-
-
 def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     """Runs (or resumes) SFT; returns the summary (also written to out/summary.json)."""
     from tqdm import tqdm
 
     from metareason.data import build_lab, training_batches
 
-    out = cfg.out.absolute()
-    out.mkdir(parents=True, exist_ok=True)
-    cfg_file = out / "config.json"
-    current = json.loads(json.dumps(cfg.to_json()))  # tuples -> lists, as the file holds them
-    if cfg.resume and cfg_file.exists():
-        saved = json.loads(cfg_file.read_text())
-        if saved != current:
-            diff = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
-            raise ValueError(f"--resume with a different config than {cfg_file} (differs in: {', '.join(diff)})")
-    elif cfg_file.exists() and any((out / "checkpoints").glob("[0-9]*")):
-        raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    cfg_file.write_text(json.dumps(cfg.to_json(), indent=2))
+    out = open_run_dir(cfg.out, cfg.to_json(), cfg.resume)
 
     model_cfg = model_preset(cfg.model)
     optimizer = make_optimizer(cfg.optimizer, cfg.steps)
@@ -162,7 +149,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
             print(f"resumed from step {start} of {out}", flush=True)
     metrics = MetricsWriter(out, start_step=start)
     step_fn = make_train_step(model_cfg, optimizer)
-    val = _eval_records(sources["validation"], cfg.eval_questions)
+    val = first_per_family(sources["validation"], cfg.eval_questions)
 
     t0, tokens_seen = time.perf_counter(), 0
     pbar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="sft", unit="step")
@@ -171,10 +158,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
             batch = next(batches)
             state, m = step_fn(state, batch)
             if not bool(m["finite"]):
-                raise TrainingDiverged(
-                    f"non-finite loss ({float(m['loss'])}) or gradient norm ({float(m['grad_norm'])}) at step "
-                    f"{step + 1} (batch {step} of the data stream); nothing from it was committed, the last good "
-                    f"checkpoint is step {max(ckpt.steps(), default=0)} in {ckpt.directory}")
+                raise TrainingDiverged.at(m, f"step {step + 1} (batch {step} of the data stream)", ckpt)
             tokens_seen += int(np.asarray(batch["loss_mask"]).sum())
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
@@ -186,7 +170,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
                 pbar.set_postfix(loss=f"{row['loss']:.3f}")
             if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
                 res = lab_accuracy(state.params, model_cfg, val)
-                metrics.write(done, "validation", _flat_eval(res))
+                metrics.write(done, "validation", flat_eval(res))
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 ckpt.save(done, state, {"data": batches.get_state()})
     finally:
@@ -195,23 +179,11 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {"steps": cfg.steps, "out": str(out), "model": cfg.model,
                                "params": model_cfg.num_params(), "style": cfg.lab.style}
     if cfg.final_eval:
-        for split in ("validation", "test") + (("heldout",) if cfg.lab.heldout_families else ()):
-            res = lab_accuracy(state.params, model_cfg, _eval_records(sources[split], cfg.eval_questions))
-            summary[split] = res
-            metrics.write(cfg.steps, split, _flat_eval(res))
-        per_family = ", ".join(f"{f} {r['accuracy']:.2f}" for f, r in summary["test"]["per_family"].items())
-        print(f"test greedy accuracy {summary['test']['accuracy']:.3f} ({per_family})")
+        summary.update(final_evaluation(state.params, model_cfg, sources, cfg.lab, cfg.eval_questions, metrics,
+                                        cfg.steps))
     metrics.close()
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def _flat_eval(res: dict) -> dict[str, float]:
-    row = {"accuracy": res["accuracy"], "format_rate": res["format_rate"], "mean_length": res["mean_length"]}
-    for fam, r in res["per_family"].items():
-        row[f"accuracy/{fam}"] = r["accuracy"]
-    return row
-
 
 
 def sft_config_from_json(d: dict) -> SFTConfig:
@@ -222,13 +194,17 @@ def sft_config_from_json(d: dict) -> SFTConfig:
 
 
 def load_run(run_dir: str | Path) -> tuple[SFTConfig, ModelConfig, Any, int]:
-    """(run config, model config, params, step) of a `metareason train` run directory, from its
-    newest intact checkpoint. Raises FileNotFoundError naming what is missing."""
+    """(run config, model config, params, step) of a `metareason train` (or `metareason rl`) run
+    directory, from its newest intact checkpoint. Raises FileNotFoundError naming what is missing."""
     run_dir = Path(run_dir).absolute()
     cfg_file = run_dir / "config.json"
     if not cfg_file.exists():
         raise FileNotFoundError(f"{run_dir} is not a training run (no config.json)")
-    cfg = sft_config_from_json(json.loads(cfg_file.read_text()))
+    saved = json.loads(cfg_file.read_text())
+    if "group_size" in saved:  # a GRPO run
+        from metareason.train.rl import load_grpo_run
+        return load_grpo_run(run_dir)
+    cfg = sft_config_from_json(saved)
     model_cfg = model_preset(cfg.model)
     optimizer = make_optimizer(cfg.optimizer, cfg.steps)
     abstract = jax.eval_shape(lambda: init_state(init(model_cfg, jax.random.key(0)), optimizer, 0))

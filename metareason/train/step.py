@@ -16,8 +16,12 @@ from metareason.train.state import TrainState
 __all__ = ["make_train_step", "make_eval_loss"]
 
 
-def make_train_step(config: ModelConfig, optimizer: optax.GradientTransformation) -> Callable:
+def make_train_step(config: ModelConfig, optimizer: optax.GradientTransformation,
+                    loss_fn: Callable = sft_loss) -> Callable:
     """Returns `step(state, batch) -> (state, metrics)`, jitted, donating `state`.
+
+    `loss_fn(params, batch, *, config) -> (loss, metrics)`: the SFT loss by default (GRPO passes
+    its policy loss).
 
     If the loss or the gradient norm is not finite, the returned state is the input state
     (nothing is committed) and metrics["finite"] is False, so the caller can stop with the
@@ -26,7 +30,7 @@ def make_train_step(config: ModelConfig, optimizer: optax.GradientTransformation
     @functools.partial(jax.jit, donate_argnums=0)
     def step(state: TrainState, batch):
         (loss, metrics), grads = jax.value_and_grad(
-            functools.partial(sft_loss, config=config), has_aux=True)(state.params, batch)
+            functools.partial(loss_fn, config=config), has_aux=True)(state.params, batch)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["trajectory_slots"]
+__all__ = ["trajectory_slots", "question_schedule"]
 
 
 def trajectory_slots(num_questions: int, k: int, slots: int, seed: int) -> np.ndarray:
@@ -27,3 +27,15 @@ def trajectory_slots(num_questions: int, k: int, slots: int, seed: int) -> np.nd
         out[q, :, 0] = q
         out[q, :, 1] = rng.permutation(base)
     return out.reshape(-1, 2)
+
+
+def question_schedule(n: int, per_step: int, steps: int, seed: int) -> np.ndarray:
+    """int[steps, per_step]: the questions of each step. Each epoch is a fresh permutation of the n
+    questions cut into steps (the n % per_step left over are dropped), so a step never repeats one."""
+    if per_step > n:
+        raise ValueError(f"questions_per_step={per_step} exceeds the {n} training questions")
+    rng = np.random.default_rng(seed)
+    per_epoch = n // per_step
+    epochs = [rng.permutation(n)[:per_epoch * per_step].reshape(per_epoch, per_step)
+              for _ in range(-(-steps // per_epoch))]
+    return np.concatenate(epochs)[:steps]

@@ -1,0 +1,210 @@
+"""`metareason eval`: n samples per question, the paper's metrics per dataset, with intervals.
+
+    metareason eval --model runs/sft-arith-long --data lab:test lab:heldout --n 8 --k 1 4 8
+    metareason eval --model path/to/hf-model --data aime24.jsonl --n 16 --k 8 --think-prefix "<think>\\n"
+
+Datasets: "lab:SPLIT" (the run's own lab config; SPLIT is validation, test or heldout),
+"lab:SPLIT:FAM1,FAM2" (those families only: a family the run trained on gives its SPLIT questions,
+any other family its held-out questions, which the run never saw; E9), or a .jsonl / .parquet file of records (question, answer; `metareason.data.manual`).
+
+    out/
+      samples.jsonl   one row per question: the decoded outputs, extracted answers, correctness, format,
+                      rewards, lengths
+                      (appended per batch of questions; a rerun skips the questions already there)
+      results.json    per dataset: Pass@k, mG-Pass@k (means over questions, 95% t intervals),
+                      accuracy, format rate, mean reward, mean length
+      table.md        the same as a table
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from metareason.evaluate.passk import mg_pass_at_k, pass_at_k
+
+__all__ = ["EvalConfig", "run_eval", "summarise_dataset", "EvalError"]
+
+
+class EvalError(ValueError):
+    """Bad evaluation input (one line, names what is wrong)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Sample every question n times and report Pass@k and mG-Pass@k per dataset."""
+
+    model: Path
+    """A `metareason train` / `metareason rl` run directory, or a Hugging Face model directory."""
+    data: tuple[str, ...] = ("lab:test",)
+    """Datasets: lab:SPLIT, lab:SPLIT:FAMILIES (comma-separated), or .jsonl / .parquet files."""
+    out: Path = Path("runs/eval")
+    n: int = 8
+    """Samples per question."""
+    k: tuple[int, ...] = (1, 4, 8)
+    """The k of Pass@k and mG-Pass@k (each <= n)."""
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 384
+    max_questions: int = 0
+    """Questions per dataset (the first ones); 0: all."""
+    batch_size: int = 64
+    """Rows per sampler call (questions x n are split into batches of this many)."""
+    think_prefix: str = ""
+    """Hugging Face models: text after the chat template's generation prompt (e.g. "<think>\\n")."""
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise EvalError(f"n must be >= 1, got {self.n}")
+        if not self.k or any(k < 1 or k > self.n for k in self.k):
+            raise EvalError(f"every k must be in [1, n={self.n}], got {self.k}")
+        if self.batch_size < self.n:
+            raise EvalError(f"batch_size={self.batch_size} must hold the n={self.n} samples of one question")
+        if not self.data:
+            raise EvalError("give at least one dataset (--data)")
+
+
+def _datasets(cfg: EvalConfig, kind: str, extra: dict) -> dict[str, list[dict]]:
+    out = {}
+    for spec in cfg.data:
+        if spec.startswith("lab:"):
+            if kind != "lab":
+                raise EvalError(f"dataset {spec!r} needs a lab model; a Hugging Face model reads .jsonl/.parquet files")
+            from metareason.tasks.lab import SPLITS, lab_records
+            parts = spec.split(":")
+            if len(parts) not in (2, 3) or parts[1] not in SPLITS[1:]:
+                raise EvalError(f"dataset {spec!r}: expected lab:SPLIT or lab:SPLIT:FAM1,FAM2 with SPLIT one of "
+                                f"{', '.join(SPLITS[1:])}")
+            lab, split = extra["run"].lab, parts[1]
+            if len(parts) == 2:
+                recs = list(lab_records(lab, split))
+            else:  # per family: a trained family's own split, or an untrained one's held-out questions
+                recs = []
+                for fam in (f for f in parts[2].split(",") if f):
+                    if fam in lab.families:
+                        recs += [r for r in lab_records(lab, split) if r["family"] == fam]
+                    else:
+                        other = dataclasses.replace(lab, heldout_families=(fam,))
+                        recs += list(lab_records(other, "heldout"))
+        else:
+            if kind == "lab":
+                raise EvalError(f"dataset {spec!r}: a lab model reads lab datasets only (lab:SPLIT)")
+            from metareason.data.manual import read_records
+            recs = read_records(spec).records
+        if not recs:
+            raise EvalError(f"dataset {spec!r} has no questions")
+        out[spec] = recs[:cfg.max_questions] if cfg.max_questions else recs
+    return out
+
+
+def _ci(values: Sequence[float]) -> dict[str, float]:
+    from metareason.probe.analysis import mean_ci
+    m, lo, hi = mean_ci(values)
+    return {"mean": m, "low": lo, "high": hi}
+
+
+def summarise_dataset(rows: Sequence[dict], ks: Sequence[int]) -> dict[str, Any]:
+    """Per-dataset metrics from samples.jsonl rows: Pass@k and mG-Pass@k for each k (mean over
+    questions with a 95% t interval), accuracy (the mean correct rate), format rate, reward, length."""
+    n = np.asarray([len(r["correct"]) for r in rows])
+    c = np.asarray([sum(r["correct"]) for r in rows])
+    res: dict[str, Any] = {"questions": len(rows), "samples_per_question": int(n.min()) if len(n) else 0}
+    for k in ks:
+        res[f"pass@{k}"] = _ci(pass_at_k(n, c, k))
+        res[f"mg-pass@{k}"] = _ci(mg_pass_at_k(n, c, k))
+    res["accuracy"] = _ci([np.mean(r["correct"]) for r in rows])
+    res["format_rate"] = _ci([np.mean(r["well_formed"]) for r in rows])
+    res["reward"] = _ci([np.mean(r["rewards"]) for r in rows])
+    res["mean_length"] = float(np.mean([np.mean(r["lengths"]) for r in rows]))
+    return res
+
+
+def _table(results: dict[str, dict], ks: Sequence[int]) -> str:
+    cols = [f"pass@{k}" for k in ks] + [f"mg-pass@{k}" for k in ks] + ["accuracy", "format_rate", "reward"]
+    head = "| dataset | questions | " + " | ".join(cols) + " | mean length |"
+    lines = [head, "|" + "---|" * (len(cols) + 3)]
+    for name, r in results.items():
+        cells = [f"{100 * r[c]['mean']:.1f} [{100 * r[c]['low']:.1f}, {100 * r[c]['high']:.1f}]" if c != "reward"
+                 else f"{r[c]['mean']:.3f} [{r[c]['low']:.3f}, {r[c]['high']:.3f}]" for c in cols]
+        lines.append(f"| {name} | {r['questions']} | " + " | ".join(cells) + f" | {r['mean_length']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_eval(cfg: EvalConfig, *, model=None) -> dict[str, Any]:
+    """Samples, judges, writes samples.jsonl / results.json / table.md; returns the results.
+    `model`: an already loaded `metareason.probe.run.load_model` result."""
+    from tqdm import tqdm
+
+    from metareason.evaluate.formats import HFFormat, LabFormat
+    from metareason.probe.run import load_model
+    from metareason.sample import SamplingConfig, generate_all
+
+    t0 = time.perf_counter()
+    kind, model_cfg, params, extra = model or load_model(cfg.model)
+    fmt = LabFormat() if kind == "lab" else HFFormat(extra["tokenizer"], think_prefix=cfg.think_prefix)
+    datasets = _datasets(cfg, kind, extra)
+    sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                              max_new_tokens=cfg.max_new_tokens, stop_tokens=fmt.stop_tokens, pad_id=fmt.pad_id)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "samples.jsonl"
+    done: dict[tuple[str, str], dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            if len(row.get("correct", ())) == cfg.n:
+                done[(row["dataset"], row["id"])] = row
+    path.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
+    per_call = cfg.batch_size // cfg.n
+    root = jax.random.key(cfg.seed)
+    total = sum(len(v) for v in datasets.values())
+    with open(path, "a") as fh, tqdm(total=total, desc="eval", unit="question") as pbar:
+        for d, (name, recs) in enumerate(datasets.items()):
+            for chunk_start in range(0, len(recs), per_call):
+                chunk = recs[chunk_start:chunk_start + per_call]
+                pbar.update(sum((name, r["id"]) in done for r in chunk))
+                todo = [r for r in chunk if (name, r["id"]) not in done]
+                if not todo:
+                    continue
+                # the whole chunk is sampled again (same prompts, same key), so a resumed run's rows
+                # equal an uninterrupted run's
+                prompts = [fmt.prompt(r) for r in chunk for _ in range(cfg.n)]
+                key = jax.random.fold_in(jax.random.fold_in(root, d), chunk_start)
+                gens = generate_all(params, model_cfg, prompts, sampling, key=key, batch_size=cfg.batch_size)
+                for i, r in enumerate(chunk):
+                    if (name, r["id"]) in done:
+                        continue
+                    mine = gens[i * cfg.n:(i + 1) * cfg.n]
+                    verdicts = [fmt.verdict(g, r) for g in mine]
+                    row = {"dataset": name, "id": r["id"], "answer": r["answer"],
+                           "predictions": [v.answer for v in verdicts], "correct": [v.correct for v in verdicts],
+                           "well_formed": [v.well_formed for v in verdicts],
+                           "rewards": [v.reward for v in verdicts], "lengths": [len(g) for g in mine],
+                           "outputs": [fmt.decode(g) for g in mine]}
+                    if "family" in r:
+                        row["family"] = r["family"]
+                    fh.write(json.dumps(row) + "\n")
+                    fh.flush()
+                    done[(name, r["id"])] = row
+                pbar.update(len(todo))
+    results = {name: summarise_dataset([done[(name, r["id"])] for r in recs], cfg.k)
+               for name, recs in datasets.items()}
+    meta = {"model": str(cfg.model), "n": cfg.n, "k": list(cfg.k), "temperature": cfg.temperature,
+            "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
+            "seconds": round(time.perf_counter() - t0, 1), "interval": "95% t interval over questions"}
+    (out / "results.json").write_text(json.dumps({"config": meta, "datasets": results}, indent=2))
+    (out / "table.md").write_text(f"# metareason eval: {cfg.model}\n\nn = {cfg.n} samples per question, "
+                                  f"temperature {cfg.temperature}; percentages with 95% t intervals over "
+                                  f"questions.\n\n" + _table(results, cfg.k))
+    return {"config": meta, "datasets": results}

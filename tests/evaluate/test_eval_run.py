@@ -1,0 +1,77 @@
+"""`metareason eval` end to end: a lab model and a Hugging Face model; the table's Pass@k equals
+brute-force enumeration over the written samples; a resumed run equals an uninterrupted one."""
+
+import json
+import types
+
+import jax
+import numpy as np
+import pytest
+
+from metareason.evaluate.run import EvalConfig, EvalError, run_eval
+from metareason.model import init
+from metareason.tasks.lab import LabConfig
+from metareason.train.presets import model_preset
+from reference import tiny_hf_dir
+from test_passk import brute_mg_pass, brute_pass
+
+LAB = LabConfig(families=("arith", "pointer"), difficulty=(1,), train_size=30, eval_size=3)
+
+
+@pytest.fixture(scope="module")
+def lab_model():
+    config = model_preset("lab-tiny")
+    return "lab", config, init(config, jax.random.key(0)), {"run": types.SimpleNamespace(lab=LAB)}
+
+
+def _rows(out):
+    return [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+
+
+def test_lab_eval_rows_metrics_and_resume(tmp_path, lab_model):
+    cfg = EvalConfig(model=tmp_path, data=("lab:test", "lab:test:linear"), out=tmp_path / "a", n=4, k=(1, 2, 4),
+                     max_new_tokens=24, batch_size=8)
+    res = run_eval(cfg, model=lab_model)
+    rows = _rows(tmp_path / "a")
+    assert len(rows) == 6 + 3 and all(len(r["correct"]) == 4 == len(r["outputs"]) for r in rows)
+    assert {r["family"] for r in rows if r["dataset"] == "lab:test:linear"} == {"linear"}  # a family never trained
+    for name, d in res["datasets"].items():
+        mine = [r for r in rows if r["dataset"] == name]
+        for k in (1, 2, 4):
+            want = np.mean([brute_pass(4, sum(r["correct"]), k) for r in mine])
+            assert d[f"pass@{k}"]["mean"] == pytest.approx(want)
+            assert d[f"mg-pass@{k}"]["mean"] == pytest.approx(np.mean([brute_mg_pass(4, sum(r["correct"]), k)
+                                                                       for r in mine]))
+        assert d["reward"]["mean"] == pytest.approx(np.mean([np.mean(r["rewards"]) for r in mine]))
+    assert "| lab:test | 6 |" in (tmp_path / "a" / "table.md").read_text()
+    # resume: drop two rows (one in the middle of a batch) and a half-written line
+    b = tmp_path / "b"
+    b.mkdir()
+    kept = [r for i, r in enumerate(rows) if i not in (1, 4)]
+    (b / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept) + '{"dataset": "lab:te')
+    run_eval(EvalConfig(**{**cfg.__dict__, "out": b}), model=lab_model)
+    key = lambda r: (r["dataset"], r["id"])  # noqa: E731
+    assert sorted(_rows(b), key=key) == sorted(rows, key=key)
+
+
+def test_hf_eval_scores_garbage_as_wrong_format(tmp_path):
+    model_dir, _, _, data = tiny_hf_dir(tmp_path)
+    res = run_eval(EvalConfig(model=model_dir, data=(str(data),), out=tmp_path / "out", n=2, k=(1, 2),
+                              max_new_tokens=16, batch_size=4, temperature=1.0))
+    rows = _rows(tmp_path / "out")
+    assert rows and all(set(r["rewards"]) <= {-1.0, -0.5, 0.0, 1.0} for r in rows)
+    assert res["datasets"][str(data)]["questions"] == len(rows)
+
+
+@pytest.mark.parametrize("kw, msg", [(dict(k=(9,)), r"every k must be in \[1, n=8\]"),
+                                     (dict(n=4, k=(2,), batch_size=2), "must hold the n=4 samples"),
+                                     (dict(data=()), "at least one dataset")])
+def test_bad_config(tmp_path, kw, msg):
+    with pytest.raises(EvalError, match=msg):
+        EvalConfig(model=tmp_path, **kw)
+
+
+@pytest.mark.parametrize("data, msg", [(("lab:train",), "expected lab:SPLIT"), (("x.jsonl",), "lab datasets only")])
+def test_bad_datasets(tmp_path, lab_model, data, msg):
+    with pytest.raises(EvalError, match=msg):
+        run_eval(EvalConfig(model=tmp_path, data=data, out=tmp_path / "o", n=2, k=(1,)), model=lab_model)

@@ -1,0 +1,76 @@
+"""The GRPO run end to end: an interrupted run resumes bitwise exactly; a non-finite step stops
+naming the step and keeps the last good checkpoint; a GRPO run loads like an SFT run."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from metareason.train import rl
+from metareason.train.checkpoint import Checkpointer
+from metareason.train.presets import rl_presets
+from metareason.train.sft import TrainingDiverged, load_run
+
+
+def _cfg(out, **kw):
+    cfg = rl_presets()["tiny"]
+    cfg.out, cfg.final_eval, cfg.epochs_per_batch, cfg.minibatches = out, False, 2, 2
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
+    rl.train_grpo(_cfg(tmp_path / "straight"))
+    real, calls = rl.sample_rollouts, []
+
+    def dies_at_step_4(*a, **kw):  # killed while sampling step 4: checkpoint 2 is the newest
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(rl, "sample_rollouts", dies_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        rl.train_grpo(_cfg(tmp_path / "killed"))
+    assert Checkpointer(tmp_path / "killed" / "checkpoints").steps() == [2]
+    monkeypatch.setattr(rl, "sample_rollouts", real)
+    rl.train_grpo(_cfg(tmp_path / "killed", resume=True))
+    a, b = load_run(tmp_path / "straight"), load_run(tmp_path / "killed")
+    assert a[3] == b[3] == 6
+    jax.tree.map(np.testing.assert_array_equal, a[2], b[2])
+    rows = [json.loads(x) for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    straight = [json.loads(x) for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["reward"] for r in rows] == [r["reward"] for r in straight]
+    assert isinstance(a[0], rl.GRPOConfig) and a[1].num_layers == 2   # loads through sft.load_run
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real = rl.make_train_step
+
+    def poisoned(config, optimizer, loss_fn):  # a non-finite 11th optimizer step: step 2, its 2nd pass
+        step = real(config, optimizer, loss_fn)
+
+        def wrapped(state, batch):
+            new, m = step(state, batch)
+            if int(new.step) == 11:
+                return state, dict(m, finite=np.bool_(False), loss=np.float32("nan"))
+            return new, m
+        return wrapped
+
+    monkeypatch.setattr(rl, "make_train_step", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss \(nan\).*at step 2 \(rollout batch 1, pass 1\).*last good checkpoint is step 1 in"):
+        rl.train_grpo(_cfg(tmp_path / "run", epochs_per_batch=4, minibatches=2, checkpoint_every=1))
+    assert Checkpointer(tmp_path / "run" / "checkpoints").steps() == [1]
+
+
+@pytest.mark.parametrize("kw, msg", [(dict(update_n=5), r"update_n must be in \[0, group_size=4\]"),
+                                     (dict(minibatches=3), "minibatches=3 must divide"),
+                                     (dict(advantage="ppo"), "unknown advantage")])
+def test_bad_config(tmp_path, kw, msg):
+    base = dict(rl_presets()["tiny"].__dict__)
+    base.update(kw)
+    with pytest.raises(ValueError, match=msg):
+        rl.GRPOConfig(**base)
