@@ -5,7 +5,8 @@
 
 Datasets: "lab:SPLIT" (the run's own lab config; SPLIT is validation, test or heldout),
 "lab:SPLIT:FAM1,FAM2" (those families only: a family the run trained on gives its SPLIT questions,
-any other family its held-out questions, which the run never saw; E9), or a .jsonl / .parquet file of records (question, answer; `metareason.data.manual`).
+any other family its held-out questions, which the run never saw; E9), or a .jsonl / .parquet file of records (question, answer; `metareason.data.manual`; for a lab
+model, lab questions, so that several models can be evaluated on one fixed set).
 
     out/
       samples.jsonl   one row per question: the decoded outputs, extracted answers, correctness, format,
@@ -94,9 +95,7 @@ def _datasets(cfg: EvalConfig, kind: str, extra: dict) -> dict[str, list[dict]]:
                     else:
                         other = dataclasses.replace(lab, heldout_families=(fam,))
                         recs += list(lab_records(other, "heldout"))
-        else:
-            if kind == "lab":
-                raise EvalError(f"dataset {spec!r}: a lab model reads lab datasets only (lab:SPLIT)")
+        else:  # (a lab model reads files of lab questions, e.g. one fixed set for several models)
             from metareason.data.manual import read_records
             recs = read_records(spec).records
         if not recs:

@@ -40,7 +40,7 @@ from metareason.train.grpo import ADVANTAGES, GRPOLossConfig, grpo_loss, group_a
 from metareason.train.metrics import MetricsWriter
 from metareason.train.presets import model_preset
 from metareason.train.rundir import open_run_dir
-from metareason.train.sft import TrainingDiverged, load_run
+from metareason.train.sft import TrainingDiverged, load_run, restore_params
 from metareason.train.state import OptimizerConfig, init_state, make_optimizer
 from metareason.train.step import make_train_step
 from metareason.train.trajectories import question_schedule
@@ -273,14 +273,5 @@ def load_grpo_run(run_dir: str | Path) -> tuple[GRPOConfig, ModelConfig, Any, in
             raise FileNotFoundError(f"{run_dir} is not a GRPO run (no {name})")
     cfg = grpo_config_from_json(json.loads((run_dir / "config.json").read_text()))
     model_cfg = ModelConfig(**json.loads((run_dir / "model_config.json").read_text()))
-    optimizer = make_optimizer(cfg.optimizer, cfg.steps)
-    abstract = jax.eval_shape(lambda: init_state(init(model_cfg, jax.random.key(0)), optimizer, 0))
-    ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
-    try:
-        restored = ckpt.restore_latest(abstract)
-    finally:
-        ckpt.close()
-    if restored is None:
-        raise FileNotFoundError(f"{run_dir} has no intact checkpoint")
-    done, state, _ = restored
-    return cfg, model_cfg, state.params, done
+    step, params = restore_params(run_dir, model_cfg, cfg.optimizer, cfg.keep_checkpoints)
+    return cfg, model_cfg, params, step

@@ -58,7 +58,10 @@ class SFTConfig:
     out: Path = Path("runs/sft")
     """Run directory (config, metrics, checkpoints, data, summary)."""
     model: str = "lab-small"
-    """Model preset (metareason.train.presets)."""
+    """Model preset (metareason.train.presets); ignored with `init` (that run's model is used)."""
+    init: str = ""
+    """A `metareason train` / `metareason rl` run directory whose params to start from ("": a fresh
+    init with `seed`)."""
     lab: LabConfig = LabConfig()
     """What the lab generates (families, style, difficulty, sizes, trajectories per question)."""
     k_trajectories: int = 1
@@ -127,9 +130,14 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
 
     out = open_run_dir(cfg.out, cfg.to_json(), cfg.resume)
 
-    model_cfg = model_preset(cfg.model)
+    if cfg.init:
+        _, model_cfg, params, _ = load_run(cfg.init)
+    else:
+        model_cfg = model_preset(cfg.model)
+        params = init(model_cfg, jax.random.key(cfg.seed))
     optimizer = make_optimizer(cfg.optimizer, cfg.steps)
-    state = init_state(init(model_cfg, jax.random.key(cfg.seed)), optimizer, cfg.seed)
+    state = init_state(params, optimizer, cfg.seed)
+    (out / "model_config.json").write_text(json.dumps(dataclasses.asdict(model_cfg), indent=2))
     if cfg.k_trajectories > cfg.lab.trajectories_per_question:
         raise ValueError(f"k_trajectories={cfg.k_trajectories} exceeds the lab's trajectories_per_question="
                          f"{cfg.lab.trajectories_per_question}")
@@ -205,12 +213,19 @@ def load_run(run_dir: str | Path) -> tuple[SFTConfig, ModelConfig, Any, int]:
         from metareason.train.rl import load_grpo_run
         return load_grpo_run(run_dir)
     cfg = sft_config_from_json(saved)
-    model_cfg = model_preset(cfg.model)
-    optimizer = make_optimizer(cfg.optimizer, cfg.steps)
-    abstract = jax.eval_shape(lambda: init_state(init(model_cfg, jax.random.key(0)), optimizer, 0))
+    model_file = run_dir / "model_config.json"  # (runs before it was written: the preset)
+    model_cfg = ModelConfig(**json.loads(model_file.read_text())) if model_file.exists() else model_preset(cfg.model)
+    step, params = restore_params(run_dir, model_cfg, cfg.optimizer, cfg.keep_checkpoints)
+    return cfg, model_cfg, params, step
+
+
+def restore_params(run_dir: Path, model_cfg: ModelConfig, optimizer: OptimizerConfig, keep: int) -> tuple[int, Any]:
+    """(step, params) of the newest intact checkpoint of a run directory (SFT or GRPO)."""
+    opt = make_optimizer(optimizer, 1)  # the state's structure does not depend on the schedule
+    abstract = jax.eval_shape(lambda: init_state(init(model_cfg, jax.random.key(0)), opt, 0))
     if not (run_dir / "checkpoints").is_dir():
         raise FileNotFoundError(f"{run_dir} has no checkpoints/ directory")
-    ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
+    ckpt = Checkpointer(run_dir / "checkpoints", keep=keep)
     try:
         restored = ckpt.restore_latest(abstract)
     finally:
@@ -218,4 +233,4 @@ def load_run(run_dir: str | Path) -> tuple[SFTConfig, ModelConfig, Any, int]:
     if restored is None:
         raise FileNotFoundError(f"{run_dir} has no intact checkpoint")
     done, state, _ = restored
-    return cfg, model_cfg, state.params, done
+    return done, state.params

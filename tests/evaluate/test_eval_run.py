@@ -54,6 +54,20 @@ def test_lab_eval_rows_metrics_and_resume(tmp_path, lab_model):
     assert sorted(_rows(b), key=key) == sorted(rows, key=key)
 
 
+def test_lab_model_reads_a_file_of_lab_questions(tmp_path, lab_model):
+    run_eval(EvalConfig(model=tmp_path, data=("lab:test",), out=tmp_path / "a", n=2, k=(1,), max_new_tokens=8,
+                        batch_size=4), model=lab_model)
+    from metareason.tasks.lab import lab_records
+    f = tmp_path / "q.jsonl"
+    f.write_text("".join(json.dumps({k: r[k] for k in ("id", "question", "answer", "family")}) + "\n"
+                         for r in lab_records(LAB, "test")))
+    run_eval(EvalConfig(model=tmp_path, data=(str(f),), out=tmp_path / "b", n=2, k=(1,), max_new_tokens=8,
+                        batch_size=4), model=lab_model)
+    a, b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
+    assert [r["id"] for r in a] == [r["id"] for r in b]
+    assert [r["outputs"] for r in a] == [r["outputs"] for r in b]   # same questions, same key: same samples
+
+
 def test_hf_eval_scores_garbage_as_wrong_format(tmp_path):
     model_dir, _, _, data = tiny_hf_dir(tmp_path)
     res = run_eval(EvalConfig(model=model_dir, data=(str(data),), out=tmp_path / "out", n=2, k=(1, 2),
@@ -71,7 +85,7 @@ def test_bad_config(tmp_path, kw, msg):
         EvalConfig(model=tmp_path, **kw)
 
 
-@pytest.mark.parametrize("data, msg", [(("lab:train",), "expected lab:SPLIT"), (("x.jsonl",), "lab datasets only")])
+@pytest.mark.parametrize("data, msg", [(("lab:train",), "expected lab:SPLIT"), (("lab:heldout",), "no questions")])
 def test_bad_datasets(tmp_path, lab_model, data, msg):
     with pytest.raises(EvalError, match=msg):
         run_eval(EvalConfig(model=tmp_path, data=data, out=tmp_path / "o", n=2, k=(1,)), model=lab_model)
