@@ -14,8 +14,9 @@ only that many randomly chosen rollouts of each group enter the loss (E11).
       checkpoints/     orbax steps (params, optimizer state, update count, RNG)
       summary.json     final greedy accuracy on validation / test (/ heldout)
 
-Start from a `metareason train` run (`--init RUN_DIR`: SFT then GRPO, E7) or from a fresh
-model preset. Everything random is a function of (seed, step), so `--resume` continues exactly:
+Start from a `metareason train` run (`--init RUN_DIR`: SFT then GRPO, E7), from a fresh model
+preset, or from a Hugging Face model directory with `--data FILE` (questions and answers in
+.jsonl / .parquet; answers in \\boxed{} judged with Math-Verify). Everything random is a function of (seed, step), so `--resume` continues exactly:
 a killed and resumed run ends bitwise equal to an uninterrupted one. A non-finite loss stops the
 run naming the step, keeping the last good checkpoint.
 """
@@ -40,7 +41,7 @@ from metareason.train.grpo import ADVANTAGES, GRPOLossConfig, grpo_loss, group_a
 from metareason.train.metrics import MetricsWriter
 from metareason.train.presets import model_preset
 from metareason.train.rundir import open_run_dir
-from metareason.train.sft import TrainingDiverged, load_run, restore_params
+from metareason.train.sft import TrainingDiverged, restore_params
 from metareason.train.state import OptimizerConfig, init_state, make_optimizer
 from metareason.train.step import make_train_step
 from metareason.train.trajectories import question_schedule
@@ -57,12 +58,17 @@ class GRPOConfig:
     out: Path = Path("runs/grpo")
     """Run directory (config, metrics, checkpoints, summary)."""
     init: str = ""
-    """A `metareason train` run directory to start from (SFT then GRPO); "" starts from a fresh
-    `model` preset."""
+    """Where to start: a `metareason train` / `metareason rl` run directory (SFT then GRPO), a
+    Hugging Face model directory (with `data`), or "" for a fresh `model` preset."""
     model: str = "lab-fast"
-    """Model preset when `init` is "" (ignored otherwise: the run's model is used)."""
+    """Model preset when `init` is "" (ignored otherwise)."""
+    data: str = "lab"
+    """"lab" (the questions of `lab`'s training split) or a .jsonl / .parquet file of records
+    (question, answer; `metareason.data.manual`), e.g. the ORZ questions for a Hugging Face model."""
+    think_prefix: str = ""
+    """Hugging Face models: text after the chat template's generation prompt (e.g. "<think>\\n")."""
     lab: LabConfig = ARITH
-    """The questions (training split) and the evaluation splits."""
+    """The lab questions (training split) and the evaluation splits."""
     steps: int = 100
     """Rollout batches (each followed by epochs_per_batch x minibatches optimizer steps)."""
     questions_per_step: int = 8
@@ -113,18 +119,33 @@ class GRPOConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Policy:
+class _Start:
     config: ModelConfig
     params: Any
     source: str
+    fmt: Any
+    records: list
 
 
-def _start(cfg: GRPOConfig) -> _Policy:
+def _start(cfg: GRPOConfig) -> _Start:
+    """The starting model, how it is prompted and judged, and its training questions."""
+    from metareason.evaluate.formats import HFFormat, LabFormat
+    from metareason.probe.run import load_model
+    from metareason.tasks.lab import lab_records
+
     if cfg.init:
-        _, model_cfg, params, step = load_run(cfg.init)
-        return _Policy(model_cfg, params, f"{cfg.init} (step {step})")
-    model_cfg = model_preset(cfg.model)
-    return _Policy(model_cfg, init(model_cfg, jax.random.key(cfg.seed)), f"fresh {cfg.model} (seed {cfg.seed})")
+        kind, model_cfg, params, extra = load_model(Path(cfg.init))
+        source = f"{cfg.init}" + (f" (step {extra['step']})" if kind == "lab" else "")
+    else:
+        kind, model_cfg = "lab", model_preset(cfg.model)
+        params, source, extra = init(model_cfg, jax.random.key(cfg.seed)), f"fresh {cfg.model} (seed {cfg.seed})", {}
+    if cfg.data == "lab":
+        if kind != "lab":
+            raise ValueError(f"a Hugging Face model ({cfg.init}) needs --data FILE (.jsonl or .parquet questions)")
+        return _Start(model_cfg, params, source, LabFormat(), list(lab_records(cfg.lab, "train")))
+    from metareason.data.manual import read_records
+    fmt = LabFormat() if kind == "lab" else HFFormat(extra["tokenizer"], think_prefix=cfg.think_prefix)
+    return _Start(model_cfg, params, source, fmt, read_records(cfg.data).records)
 
 
 def sample_rollouts(params: Any, config: ModelConfig, prompts: list[list[int]], *, group: int, width: int,
@@ -164,18 +185,16 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
     """Runs (or resumes) GRPO; returns the summary (also written to out/summary.json)."""
     from tqdm import tqdm
 
-    from metareason.evaluate.formats import LabFormat
     from metareason.sample import SamplingConfig, round_up
     from metareason.tasks.lab import lab_records
 
     out = open_run_dir(cfg.out, cfg.to_json(), cfg.resume)
     policy = _start(cfg)
     (out / "model_config.json").write_text(json.dumps(dataclasses.asdict(policy.config), indent=2))
-    model_cfg = policy.config
+    model_cfg, fmt, records = policy.config, policy.fmt, policy.records
+    lab_eval = cfg.data == "lab"  # greedy lab accuracy during and after training (else: `metareason eval`)
     # the frozen reference (a copy: the train step donates the policy's buffers)
     ref_params = jax.tree.map(lambda x: x.copy(), policy.params) if cfg.loss.kl_coef > 0 else None
-    fmt = LabFormat()
-    records = list(lab_records(cfg.lab, "train"))
     prompts = [fmt.prompt(r) for r in records]
     width = round_up(max(len(p) for p in prompts), 8)
     sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
@@ -197,8 +216,8 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
     loss_fn = functools.partial(grpo_loss, loss=cfg.loss, temperature=cfg.temperature)
     step_fn = make_train_step(model_cfg, optimizer, loss_fn)
     logprobs = jax.jit(functools.partial(token_logprobs, config=model_cfg, temperature=cfg.temperature))
-    val = lab_records(cfg.lab, "validation")
-    val = first_per_family(list(val), cfg.eval_questions) if cfg.eval_every else []
+    val = first_per_family(list(lab_records(cfg.lab, "validation")), cfg.eval_questions) if (
+        cfg.eval_every and lab_eval) else []
     root = jax.random.key(cfg.seed)
 
     pbar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="grpo", unit="step")
@@ -239,7 +258,7 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
                     row[k] = float(np.mean([m[k] for m in ms]))
                 metrics.write(done, "train", row)
                 pbar.set_postfix(reward=f"{row['reward']:.3f}", acc=f"{row['accuracy']:.2f}")
-            if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
+            if val and done % cfg.eval_every == 0 and done != cfg.steps:
                 metrics.write(done, "validation", flat_eval(lab_accuracy(state.params, model_cfg, val)))
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 ckpt.save(done, state, {"step": done})
@@ -248,7 +267,7 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
         ckpt.close()
     summary: dict[str, Any] = {"steps": cfg.steps, "out": str(out), "start": policy.source,
                                "params": model_cfg.num_params()}
-    if cfg.final_eval:
+    if cfg.final_eval and lab_eval:
         summary.update(final_evaluation(state.params, model_cfg, lambda s: list(lab_records(cfg.lab, s)), cfg.lab,
                                          cfg.eval_questions, metrics, cfg.steps))
     metrics.close()

@@ -66,6 +66,21 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypa
     assert Checkpointer(tmp_path / "run" / "checkpoints").steps() == [1]
 
 
+def test_grpo_on_a_hugging_face_model_and_a_question_file(tmp_path):
+    from reference import ANSWER_ROWS, tiny_hf_dir
+
+    model_dir, config, params, data = tiny_hf_dir(tmp_path)
+    cfg = _cfg(tmp_path / "run", init=str(model_dir), data=str(data), steps=2, max_new_tokens=12,
+               questions_per_step=2, group_size=2, minibatches=1, epochs_per_batch=1)
+    rl.train_grpo(cfg)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(-1 <= r["reward"] <= 1 for r in rows)
+    got = load_run(tmp_path / "run")
+    assert got[1] == config and got[3] == 2 and len(ANSWER_ROWS) >= 2
+    with pytest.raises(ValueError, match="needs --data FILE"):
+        rl.train_grpo(_cfg(tmp_path / "run2", init=str(model_dir)))
+
+
 @pytest.mark.parametrize("kw, msg", [(dict(update_n=5), r"update_n must be in \[0, group_size=4\]"),
                                      (dict(minibatches=3), "minibatches=3 must divide"),
                                      (dict(advantage="ppo"), "unknown advantage")])
