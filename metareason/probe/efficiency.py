@@ -1,8 +1,10 @@
 """E12: reasoning efficiency at equal token counts (Figs 10, 11 of the paper), with the sampler.
 
 Three ways to spend thinking tokens before the answer is forced with the answer template:
-- budget forcing: the model's own greedy thinking cut at B tokens (greedy decoding is prefix
-  consistent, so one generation at the largest budget serves every smaller one);
+- budget forcing: the model's own greedy thinking cut at B tokens, then the answer template
+  forced, inside the sampler's decode loop (`metareason.sample.Forcing`); a model that ends its
+  thinking before B goes on by itself. (For the NLL at the cut: greedy decoding is prefix
+  consistent, so one thinking generation at the largest budget serves every smaller one.)
 - summarised trajectories: a given compressed trajectory (the lab's "summary" style);
 - no thinking: the answer forced right after the start of thinking.
 For each, the forced answer is decoded greedily and checked, and the true answer's NLL
@@ -17,9 +19,9 @@ import numpy as np
 
 from metareason.model import ModelConfig
 from metareason.probe.loss import ProbeBatch, answer_loss_along_trajectory
-from metareason.sample import SamplingConfig, generate_all, round_up
+from metareason.sample import Forcing, SamplingConfig, generate_all, round_up
 
-__all__ = ["greedy_continue", "forced_answers", "efficiency_table"]
+__all__ = ["greedy_continue", "forced_answers", "budget_forced_answers", "efficiency_table"]
 
 
 def greedy_continue(params: Any, config: ModelConfig, prompts: Sequence[np.ndarray], *, max_new_tokens: int,
@@ -55,6 +57,27 @@ def forced_answers(params: Any, config: ModelConfig, contexts: Sequence[np.ndarr
     return decoded, np.asarray(res.mean[:, 0], np.float64)
 
 
+def budget_forced_answers(params: Any, config: ModelConfig, prompts: Sequence[np.ndarray], force: np.ndarray, *,
+                          end_think: int, close_id: int, budget: int, max_answer_tokens: int = 8,
+                          batch_size: int = 64) -> list[np.ndarray]:
+    """Budget forcing in one greedy generation per prompt: at most `budget` thinking tokens, then
+    `force` (which starts with `end_think`), then the answer up to `close_id`. Returns each
+    prompt's answer ids: what follows the forced tokens (or, for a row that ended its thinking by
+    itself, what follows the model's own answer template; empty if it wrote none)."""
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=budget + len(force) + max_answer_tokens,
+                              stop_tokens=(close_id,))
+    outs = generate_all(params, config, prompts, sampling, forcing=Forcing(end_think, tuple(int(t) for t in force)),
+                        think_budget=budget, batch_size=batch_size)
+    template = [int(t) for t in force[1:]]
+    answers = []
+    for o in outs:
+        o = [int(t) for t in o]
+        o = o[:-1] if o and o[-1] == close_id else o
+        starts = [i for i in range(len(o) - len(template) + 1) if o[i:i + len(template)] == template]
+        answers.append(np.asarray(o[starts[-1] + len(template):] if starts else [], np.int32))
+    return answers
+
+
 def efficiency_table(params: Any, config: ModelConfig, records: Sequence[dict], *, budgets: Sequence[int],
                      summaries: Sequence[str] | None = None, vocab=None, max_thinking: int | None = None) -> list[dict]:
     """Rows {"mode", "budget", "mean_tokens", "accuracy", "answer_nll", "n"} for lab records:
@@ -80,6 +103,9 @@ def efficiency_table(params: Any, config: ModelConfig, records: Sequence[dict], 
     def row(mode, budget, thoughts):
         ctx = [np.concatenate([p, t]).astype(np.int32) for p, t in zip(prompts, thoughts)]
         got, nll = forced_answers(params, config, ctx, force, answers, close_id=close_id, parse=parse)
+        if mode == "budget":  # the answers from the sampler's own budget forcing
+            got = [parse(a) for a in budget_forced_answers(params, config, prompts, force, end_think=v.end_think_id,
+                                                           close_id=close_id, budget=budget)]
         return {"mode": mode, "budget": budget, "mean_tokens": float(np.mean([len(t) for t in thoughts])),
                 "accuracy": float(np.mean([g == a for g, a in zip(got, truth)])), "answer_nll": float(nll.mean()),
                 "n": len(records)}

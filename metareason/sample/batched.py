@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from metareason.model import ModelConfig
-from metareason.sample.config import SamplingConfig
+from metareason.sample.config import Forcing, SamplingConfig
 from metareason.sample.decode import generate
 
 __all__ = ["generate_all", "round_up"]
@@ -22,12 +22,15 @@ def round_up(n: int, multiple: int) -> int:
 
 
 def generate_all(params: Any, config: ModelConfig, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, *,
-                 key: jax.Array | None = None, batch_size: int = 64, multiple: int = 32) -> list[np.ndarray]:
+                 key: jax.Array | None = None, batch_size: int = 64, multiple: int = 32,
+                 forcing: Forcing | None = None, think_budget: int | Sequence[int] | None = None) -> list[np.ndarray]:
     """Continuations of every prompt (int32 arrays, a stop token included when emitted).
 
     Prompts are right-padded to one length (rounded up to `multiple`) and batches are filled to
     `batch_size` rows, so one compilation serves the whole list. `max_new_tokens` is capped so
-    prompt + continuation fit the model's context. Batch i samples with `fold_in(key, i)`."""
+    prompt + continuation fit the model's context. Batch i samples with `fold_in(key, i)`.
+    `forcing` + `think_budget` (one int, or one per prompt; capped at max_new_tokens): budget
+    forcing (`generate`)."""
     if not prompts:
         return []
     P = round_up(max(len(p) for p in prompts), multiple)
@@ -38,6 +41,9 @@ def generate_all(params: Any, config: ModelConfig, prompts: Sequence[Sequence[in
     if sampling.max_new_tokens > room:
         sampling = dataclasses.replace(sampling, max_new_tokens=room)
     key = jax.random.key(0) if key is None else key
+    if think_budget is not None:
+        think_budget = np.broadcast_to(np.minimum(np.asarray(think_budget, np.int32), sampling.max_new_tokens),
+                                       (len(prompts),))
     out: list[np.ndarray] = []
     for b, s in enumerate(range(0, len(prompts), batch_size)):
         chunk = prompts[s:s + batch_size]
@@ -47,7 +53,11 @@ def generate_all(params: Any, config: ModelConfig, prompts: Sequence[Sequence[in
             arr[i, :len(p)] = p
             lens[i] = len(p)
         arr[len(chunk):, 0] = chunk[0][0]  # filler rows
+        think = None
+        if think_budget is not None:
+            think = np.zeros(batch_size, np.int32)
+            think[:len(chunk)] = think_budget[s:s + len(chunk)]
         res = jax.device_get(generate(params, arr, lens, config=config, sampling=sampling,
-                                      key=jax.random.fold_in(key, b)))
+                                      key=jax.random.fold_in(key, b), forcing=forcing, think_budgets=think))
         out.extend(np.asarray(res.tokens[i, :res.lengths[i]], np.int32) for i in range(len(chunk)))
     return out

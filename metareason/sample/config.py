@@ -6,7 +6,7 @@ import dataclasses
 import math
 import numbers
 
-__all__ = ["SamplingConfig", "SamplingError"]
+__all__ = ["SamplingConfig", "SamplingError", "Forcing"]
 
 
 class SamplingError(ValueError):
@@ -75,3 +75,27 @@ class SamplingConfig:
 
     def replace(self, **changes) -> "SamplingConfig":
         return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Forcing:
+    """Budget forcing (s1; the paper's E12): a row that has generated its thinking budget of tokens
+    without emitting `end_think` is given `tokens` next, one per step, instead of samples (e.g.
+    `</think> **Final Answer** \\boxed{` as ids), after which sampling resumes for the answer. A row
+    whose model emits `end_think` within its budget is never forced. Frozen and hashable (static).
+    """
+
+    end_think: int
+    tokens: tuple[int, ...]
+
+    def __post_init__(self):
+        if not _is_int(self.end_think) or self.end_think < 0:
+            raise SamplingError(f"forcing field end_think must be a token id >= 0, got {self.end_think!r}")
+        toks = (self.tokens,) if _is_int(self.tokens) else self.tokens
+        if isinstance(toks, (str, bytes)) or not hasattr(toks, "__iter__"):
+            raise SamplingError(f"forcing field tokens must be a tuple of token ids, got {self.tokens!r}")
+        toks = tuple(toks)
+        if not toks or any(not _is_int(t) or t < 0 for t in toks):
+            raise SamplingError(f"forcing field tokens must be a non-empty tuple of token ids >= 0, got {self.tokens!r}")
+        object.__setattr__(self, "end_think", int(self.end_think))
+        object.__setattr__(self, "tokens", tuple(int(t) for t in toks))

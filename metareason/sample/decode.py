@@ -22,7 +22,7 @@ from metareason.model.cache import KVCache, init_cache
 from metareason.model.config import ModelConfig
 from metareason.model.params import check_params
 from metareason.model.transformer import apply
-from metareason.sample.config import SamplingConfig, SamplingError
+from metareason.sample.config import Forcing, SamplingConfig, SamplingError
 from metareason.sample.filters import sample_token
 
 __all__ = ["generate", "SampleOutput"]
@@ -35,13 +35,17 @@ class SampleOutput(NamedTuple):
       lengths: int32[B], how many tokens each row generated (a final stop token counted).
       finished_by_stop: bool[B], whether the row ended by emitting a stop token.
       logprobs: float32[B, N], each generated token's log-probability under the distribution
-        it was drawn from (after temperature, top-k and top-p; 0 for greedy); 0 after the end.
+        it was drawn from (after temperature, top-k and top-p; 0 for greedy); 0 after the end
+        and for forced tokens.
+      forced: bool[B, N], True where the token was forced (budget forcing), not sampled; RL code
+        leaves these out of the policy loss.
     """
 
     tokens: jax.Array
     lengths: jax.Array
     finished_by_stop: jax.Array
     logprobs: jax.Array
+    forced: jax.Array
 
 
 class _State(NamedTuple):
@@ -53,6 +57,9 @@ class _State(NamedTuple):
     lengths: jax.Array     # int32[B]
     done: jax.Array        # bool[B]
     stopped: jax.Array     # bool[B]
+    forced: jax.Array      # bool[B, N]
+    thinking: jax.Array    # bool[B]: neither emitted end_think nor been forced yet
+    force_pos: jax.Array   # int32[B]: next forced token's index (-1: not started; F: done)
 
 
 def _concrete(x) -> bool:
@@ -73,6 +80,28 @@ def _as_int_array(name: str, value, shape: tuple[int, ...] | None, ndim: int):
     if not jnp.issubdtype(value.dtype, jnp.integer):
         raise SamplingError(f"{name} must hold integers, got dtype {value.dtype}")
     return value
+
+
+def _check_forcing(forcing, think_budgets, B: int, N: int, V: int):
+    """The budget-forcing arguments; returns think_budgets as int32[B] (N + 1 = never, without forcing)."""
+    if forcing is None:
+        if think_budgets is not None:
+            raise SamplingError("think_budgets needs forcing=Forcing(end_think, tokens)")
+        return np.full((B,), N + 1, np.int32)
+    if not isinstance(forcing, Forcing):
+        raise SamplingError(f"forcing must be a Forcing, got {type(forcing).__name__}")
+    bad = [t for t in (forcing.end_think, *forcing.tokens) if t >= V]
+    if bad:
+        raise SamplingError(f"forcing token {bad[0]} out of range [0, {V}) (forcing.end_think / forcing.tokens)")
+    if think_budgets is None:
+        raise SamplingError("forcing needs think_budgets (int[B]: thinking tokens before the answer is forced)")
+    think_budgets = _as_int_array("think_budgets", think_budgets, (B,), 1)
+    if _concrete(think_budgets):
+        tb = np.asarray(think_budgets)
+        if tb.min() < 0 or tb.max() > N:
+            b = int(np.flatnonzero((tb < 0) | (tb > N))[0])
+            raise SamplingError(f"think_budgets[{b}] = {int(tb[b])} out of range [0, max_new_tokens={N}]")
+    return jnp.asarray(think_budgets, jnp.int32)
 
 
 def _check_inputs(params, prompts, prompt_lengths, budgets, key, config, sampling):
@@ -133,7 +162,8 @@ def _check_inputs(params, prompts, prompt_lengths, budgets, key, config, samplin
 
 def generate(params: dict[str, Any], prompts: jax.Array, prompt_lengths: jax.Array, *,
              config: ModelConfig, sampling: SamplingConfig, key: jax.Array | None = None,
-             budgets: jax.Array | None = None) -> SampleOutput:
+             budgets: jax.Array | None = None, forcing: Forcing | None = None,
+             think_budgets: jax.Array | None = None) -> SampleOutput:
     """Generates up to `sampling.max_new_tokens` tokens after each prompt (jit-compiled, KV cache).
 
     Args:
@@ -147,20 +177,27 @@ def generate(params: dict[str, Any], prompts: jax.Array, prompt_lengths: jax.Arr
         `jax.random.fold_in(key, i)`, so results depend only on (key, inputs).
       budgets: optional int[B], row b's most new tokens, in [0, max_new_tokens]
         (default max_new_tokens for every row).
+      forcing: optional `Forcing(end_think, tokens)` (static): budget forcing, with
+      think_budgets: int[B] in [0, max_new_tokens], row b's thinking tokens: after that many
+        generated tokens without `end_think`, `forcing.tokens` are fed (and recorded) one per
+        step, then sampling resumes. Forced tokens count toward the row's length and budget.
 
     Returns:
       `SampleOutput(tokens int32[B, N], lengths int32[B], finished_by_stop bool[B],
-      logprobs float32[B, N])`. A row ends when it emits a stop token (kept and counted) or
-      when its length reaches its budget.
+      logprobs float32[B, N], forced bool[B, N])`. A row ends when it emits a stop token (kept
+      and counted) or when its length reaches its budget.
 
     Raises:
       SamplingError (a ValueError, one line) for malformed inputs, before compiling.
     """
     prompts, prompt_lengths, budgets = _check_inputs(params, prompts, prompt_lengths, budgets, key,
                                                      config, sampling)
+    think_budgets = _check_forcing(forcing, think_budgets, prompts.shape[0], sampling.max_new_tokens,
+                                   config.vocab_size)
     if key is None:
         key = jax.random.key(0)  # greedy: never used
-    return _generate_jit(params, prompts, prompt_lengths, budgets, key, config=config, sampling=sampling)
+    return _generate_jit(params, prompts, prompt_lengths, budgets, think_budgets, key, config=config,
+                         sampling=sampling, forcing=forcing)
 
 
 def _left_align(prompts: jax.Array, prompt_lengths: jax.Array):
@@ -174,26 +211,48 @@ def _left_align(prompts: jax.Array, prompt_lengths: jax.Array):
     return (jnp.where(real, tokens, 0), real.astype(jnp.int32), jnp.maximum(src, 0))
 
 
-def _record(state: _State, token: jax.Array, logp: jax.Array, budgets, stop_tokens, pad_id) -> _State:
+def _force(state: _State, token: jax.Array, logp: jax.Array, think_budgets, forcing: Forcing | None):
+    """Replaces the draws of rows that are out of thinking budget (or mid-way through the forced
+    tokens) by the next forced token. Returns (token, logp, forced bool[B], state)."""
+    if forcing is None:
+        return token, logp, jnp.zeros_like(state.done), state
+    force = jnp.asarray(forcing.tokens, jnp.int32)
+    F = len(forcing.tokens)
+    start = state.thinking & (state.force_pos < 0) & (state.lengths >= think_budgets)
+    pos = jnp.where(start, 0, state.force_pos)
+    forced = (pos >= 0) & (pos < F)
+    token = jnp.where(forced, force[jnp.clip(pos, 0, F - 1)], token)
+    logp = jnp.where(forced, 0.0, logp)
+    thinking = state.thinking & ~forced & (token != forcing.end_think)
+    return token, logp, forced, state._replace(force_pos=jnp.where(forced, pos + 1, pos), thinking=thinking)
+
+
+def _record(state: _State, token: jax.Array, logp: jax.Array, forced: jax.Array, budgets, stop_tokens,
+            pad_id) -> _State:
     """Writes step `state.step`'s draws into the rows still running and updates who is done."""
     i = state.step
     active = ~state.done
     tokens = state.tokens.at[:, i].set(jnp.where(active, token, pad_id))
+    forced_out = state.forced.at[:, i].set(active & forced)
     logprobs = state.logprobs.at[:, i].set(jnp.where(active, logp, 0.0))
     lengths = state.lengths + active.astype(jnp.int32)
     hit_stop = active & jnp.isin(token, stop_tokens) if stop_tokens.size else jnp.zeros_like(active)
     stopped = state.stopped | hit_stop
     done = state.done | hit_stop | (lengths >= budgets)
     return state._replace(step=i + 1, last=token, tokens=tokens, logprobs=logprobs, lengths=lengths,
-                          done=done, stopped=stopped)
+                          done=done, stopped=stopped, forced=forced_out)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "sampling"))
-def _generate_jit(params, prompts, prompt_lengths, budgets, key, *, config, sampling):
+@functools.partial(jax.jit, static_argnames=("config", "sampling", "forcing"))
+def _generate_jit(params, prompts, prompt_lengths, budgets, think_budgets, key, *, config, sampling, forcing):
     B, P = prompts.shape
     N = sampling.max_new_tokens
     stop_tokens = np.asarray(sampling.stop_tokens, np.int32)
-    record = functools.partial(_record, budgets=budgets, stop_tokens=stop_tokens, pad_id=sampling.pad_id)
+    _rec = functools.partial(_record, budgets=budgets, stop_tokens=stop_tokens, pad_id=sampling.pad_id)
+
+    def record(state, token, logp):
+        token, logp, forced, state = _force(state, token, logp, think_budgets, forcing)
+        return _rec(state, token, logp, forced)
 
     tokens, segment_ids, positions = _left_align(prompts, prompt_lengths)
     # The last generated token is never fed back, so P + N - 1 slots suffice.
@@ -201,7 +260,9 @@ def _generate_jit(params, prompts, prompt_lengths, budgets, key, *, config, samp
     out = apply(params, tokens, config=config, positions=positions, segment_ids=segment_ids, cache=cache)
     state = _State(step=jnp.zeros((), jnp.int32), last=jnp.zeros((B,), jnp.int32), cache=out.cache,
                    tokens=jnp.full((B, N), sampling.pad_id, jnp.int32), logprobs=jnp.zeros((B, N), jnp.float32),
-                   lengths=jnp.zeros((B,), jnp.int32), done=budgets <= 0, stopped=jnp.zeros((B,), bool))
+                   lengths=jnp.zeros((B,), jnp.int32), done=budgets <= 0, stopped=jnp.zeros((B,), bool),
+                   forced=jnp.zeros((B, N), bool), thinking=jnp.ones((B,), bool),
+                   force_pos=jnp.full((B,), -1, jnp.int32))
     token, logp = sample_token(out.logits[:, -1], jax.random.fold_in(key, 0), sampling)
     state = record(state, token, logp)
 
@@ -219,4 +280,4 @@ def _generate_jit(params, prompts, prompt_lengths, budgets, key, *, config, samp
     if N > 1:  # (one new token needs no decode step: vmapping over keys then batches only the draw)
         state = lax.while_loop(cond, body, state)
     return SampleOutput(tokens=state.tokens, lengths=state.lengths, finished_by_stop=state.stopped,
-                        logprobs=state.logprobs)
+                        logprobs=state.logprobs, forced=state.forced)

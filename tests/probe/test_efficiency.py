@@ -44,3 +44,23 @@ def test_efficiency_table_rows():
     assert [r["mode"] for r in rows] == ["none", "budget", "budget", "full", "summary"]
     assert rows[0]["mean_tokens"] == 0 and rows[1]["mean_tokens"] <= 4 and rows[2]["mean_tokens"] <= 8
     assert all(r["n"] == 3 and 0 <= r["accuracy"] <= 1 and r["answer_nll"] > 0 for r in rows)
+
+
+def test_sampler_budget_forcing_equals_cut_then_force():
+    # a random model never ends its thinking by itself (end_think is a token it never emits here),
+    # so the sampler's in-loop forcing must equal the two-phase cut-then-force of forced_answers
+    from metareason.probe.efficiency import budget_forced_answers
+
+    config, params = model()
+    prompts = [np.array([1, 10, 11, 12, 3]), np.array([1, 20, 3]), np.array([1, 30, 31, 3])]
+    free = greedy_continue(params, config, prompts, max_new_tokens=6, stop_tokens=())
+    end_think, close = sorted(set(range(config.vocab_size)) - {int(t) for f in free for t in f})[:2]
+    force = np.array([end_think, 5, 6, 7])
+    for budget in (0, 3, 6):
+        think = greedy_continue(params, config, prompts, max_new_tokens=max(budget, 1), stop_tokens=(end_think,))
+        assert not any(end_think in t[:budget] for t in think)
+        ctx = [np.concatenate([p, t[:budget]]) for p, t in zip(prompts, think)]
+        want, _ = forced_answers(params, config, ctx, force, [np.array([40])] * 3, close_id=close,
+                                 parse=lambda ids: [int(i) for i in ids])
+        got = budget_forced_answers(params, config, prompts, force, end_think=end_think, close_id=close, budget=budget)
+        assert [g.tolist() for g in got] == want
