@@ -19,7 +19,8 @@ __all__ = ["KVCache", "init_cache"]
 
 
 class KVCache(NamedTuple):
-    """k, v: [L, B, T, K, Dh] (compute dtype); segment_ids: int32[B, T]; index: int32[]."""
+    """k, v: [L, B, K, T, Dh] (compute dtype; heads before slots, the layout attention reads, so a
+    decode step never transposes the cache); segment_ids: int32[B, T]; index: int32[]."""
 
     k: jax.Array
     v: jax.Array
@@ -28,7 +29,7 @@ class KVCache(NamedTuple):
 
     @property
     def max_length(self) -> int:
-        return self.k.shape[2]
+        return self.k.shape[3]
 
     @property
     def batch_size(self) -> int:
@@ -40,7 +41,7 @@ def init_cache(config: ModelConfig, batch_size: int, max_length: int, dtype=None
     if max_length <= 0 or batch_size <= 0:
         raise ValueError(f"cache needs positive batch_size and max_length, got {batch_size}, {max_length}")
     dtype = jnp.dtype(dtype or config.compute_dtype)
-    shape = (config.num_layers, batch_size, max_length, config.num_kv_heads, config.head_dim)
+    shape = (config.num_layers, batch_size, config.num_kv_heads, max_length, config.head_dim)
     return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
                    segment_ids=jnp.zeros((batch_size, max_length), jnp.int32),
                    index=jnp.zeros((), jnp.int32))

@@ -75,25 +75,25 @@ def segment_positions(segment_ids: jax.Array) -> jax.Array:
 
 
 def _attention(q, k, v, mask, compute_dtype, impl):
-    """q: [B, S, H, Dh]; k, v: [B, T, K, Dh]; mask: bool[B, S, T], or None for plain causal
-    attention (S == T) -> [B, S, H, Dh].
+    """q: [B, S, H, Dh]; k, v: [B, K, T, Dh] (the cache's layout); mask: bool[B, S, T], or None for
+    plain causal attention (S == T) -> [B, S, H, Dh].
 
     impl "xla": scores and softmax in float32 (float64 for float64); a query that sees no key
     gets a uniform average, not NaN. impl "cudnn": `jax.nn.dot_product_attention`'s fused
     cuDNN kernel (GPU, bf16/fp16), for speed at scale."""
     B, S, H, Dh = q.shape
-    K = k.shape[2]
     if impl == "cudnn":
         m = None if mask is None else mask[:, None]
+        k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
         return jax.nn.dot_product_attention(q, k, v, mask=m, is_causal=mask is None, implementation="cudnn")
+    K = k.shape[1]
     if mask is None:
-        mask = jnp.tril(jnp.ones((S, k.shape[1]), bool))[None]
+        mask = jnp.tril(jnp.ones((S, k.shape[2]), bool))[None]
     acc = _acc(compute_dtype)
-    G, T = H // K, k.shape[1]
+    G, T = H // K, k.shape[2]
     # queries of one kv head merged into one matrix: [B, K, G*S, Dh] x [B, K, T, Dh] is a plain
     # batched matmul (XLA's CPU backend runs the 5-D einsum of the same product ~2x slower)
     q = q.reshape(B, S, K, G, Dh).transpose(0, 2, 3, 1, 4).reshape(B, K, G * S, Dh)
-    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
     scores = jnp.einsum("bkqd,bktd->bkqt", q, k, preferred_element_type=acc).reshape(B, K, G, S, T)
     scores = jnp.where(mask[:, None, None], scores * (Dh ** -0.5), jnp.finfo(acc).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(compute_dtype).reshape(B, K, G * S, T)
@@ -125,7 +125,7 @@ def mlp(m: jax.Array, mlp_params: dict[str, Any]) -> jax.Array:
 def attention_block(config: ModelConfig, inv_freq, h, layer, kv=None, positions=None, mask=None, write_index=None):
     """The first half of a block: h: [B, S, D] -> (mid = h + attention output [B, S, D],
     attention output [B, S, D], new kv). layer: one layer's params (compute dtype); kv: None or
-    this layer's cache (k, v: [B, T, K, Dh]); mask None = causal."""
+    this layer's cache (k, v: [B, K, T, Dh]); mask None = causal."""
     eps = config.rms_norm_eps
     attn = layer["self_attn"]
     x = rms_norm(h, layer["input_layernorm"]["scale"], eps)
@@ -137,9 +137,10 @@ def attention_block(config: ModelConfig, inv_freq, h, layer, kv=None, positions=
         k = rms_norm(k, attn["k_norm"]["scale"], eps)
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, Dh]: only the new tokens move
     if kv is not None:
-        k = lax.dynamic_update_slice_in_dim(kv[0], k.astype(kv[0].dtype), write_index, axis=1)
-        v = lax.dynamic_update_slice_in_dim(kv[1], v.astype(kv[1].dtype), write_index, axis=1)
+        k = lax.dynamic_update_slice_in_dim(kv[0], k.astype(kv[0].dtype), write_index, axis=2)
+        v = lax.dynamic_update_slice_in_dim(kv[1], v.astype(kv[1].dtype), write_index, axis=2)
         kv = (k, v)
     a = _attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, h.dtype, config.attention_impl)
     attn_out = _dense(a, attn["o_proj"], "bshe,hed->bsd")
@@ -148,7 +149,7 @@ def attention_block(config: ModelConfig, inv_freq, h, layer, kv=None, positions=
 
 def _layer(config: ModelConfig, inv_freq, h, layer, kv, positions, mask, write_index):
     """One block. h: [B, S, D]; layer: one layer's params (compute dtype); kv: None or this
-    layer's cache (k, v: [B, T, K, Dh]). Returns (h, new_kv, intermediates)."""
+    layer's cache (k, v: [B, K, T, Dh]). Returns (h, new_kv, intermediates)."""
     mid, attn_out, kv = attention_block(config, inv_freq, h, layer, kv, positions, mask, write_index)
     m = rms_norm(mid, layer["post_attention_layernorm"]["scale"], config.rms_norm_eps)
     mlp_out = mlp(m, layer["mlp"])
@@ -206,7 +207,7 @@ def _validate(config, params, tokens, positions, mask, segment_ids, cache):
     if mask is not None and segment_ids is not None and cache is None:
         raise InputError("pass either mask or segment_ids, not both (a mask already says who sees whom)")
     if cache is not None:
-        expect = (config.num_layers, B, T, config.num_kv_heads, config.head_dim)
+        expect = (config.num_layers, B, config.num_kv_heads, T, config.head_dim)
         if tuple(cache.k.shape) != expect:
             raise InputError(f"cache.k has shape {tuple(cache.k.shape)}, expected {expect}")
         if not isinstance(cache.index, jax.core.Tracer) and int(cache.index) + S > T:
