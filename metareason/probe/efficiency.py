@@ -1,9 +1,9 @@
 """E12: reasoning efficiency at equal token counts (Figs 10, 11 of the paper), with the sampler.
 
 Three ways to spend thinking tokens before the answer is forced with the answer template:
-- budget forcing: the model's own greedy thinking cut at B tokens, then the answer template
-  forced, inside the sampler's decode loop (`metareason.sample.Forcing`); a model that ends its
-  thinking before B goes on by itself. (For the NLL at the cut: greedy decoding is prefix
+- budget forcing: the model's own greedy thinking cut at B tokens (or where it ends it itself),
+  then the answer template forced, inside the sampler's decode loop (`metareason.sample.Forcing`,
+  one generation for every budget). (For the NLL at the cut: greedy decoding is prefix
   consistent, so one thinking generation at the largest budget serves every smaller one.)
 - summarised trajectories: a given compressed trajectory (the lab's "summary" style);
 - no thinking: the answer forced right after the start of thinking.
@@ -21,7 +21,7 @@ from metareason.model import ModelConfig
 from metareason.probe.loss import ProbeBatch, answer_loss_along_trajectory
 from metareason.sample import Forcing, SamplingConfig, generate_all, round_up
 
-__all__ = ["greedy_continue", "forced_answers", "budget_forced_answers", "efficiency_table"]
+__all__ = ["greedy_continue", "answer_nll", "forced_answers", "budget_forced_answers", "efficiency_table"]
 
 
 def greedy_continue(params: Any, config: ModelConfig, prompts: Sequence[np.ndarray], *, max_new_tokens: int,
@@ -32,16 +32,9 @@ def greedy_continue(params: Any, config: ModelConfig, prompts: Sequence[np.ndarr
     return generate_all(params, config, prompts, sampling, batch_size=batch_size)
 
 
-def forced_answers(params: Any, config: ModelConfig, contexts: Sequence[np.ndarray], force: np.ndarray,
-                   answers: Sequence[np.ndarray], *, close_id: int, parse: Callable[[np.ndarray], str],
-                   max_answer_tokens: int = 8) -> tuple[list[str], np.ndarray]:
-    """Appends `force` (e.g. `</think> **Final Answer** \\boxed{`) to each context, decodes the
-    answer greedily up to `close_id`, and measures the true answer's mean NLL there.
-    Returns (decoded answers, NLL float[n])."""
-    prompts = [np.concatenate([c, force]).astype(np.int32) for c in contexts]
-    gens = greedy_continue(params, config, prompts, max_new_tokens=max_answer_tokens, stop_tokens=(close_id,))
-    decoded = [parse(g[:-1] if len(g) and g[-1] == close_id else g) for g in gens]
-    # the probe at the end of each context: probe = force + answer (targets: the answer)
+def answer_nll(params: Any, config: ModelConfig, contexts: Sequence[np.ndarray], force: np.ndarray,
+               answers: Sequence[np.ndarray]) -> np.ndarray:
+    """The true answer's mean NLL right after each context + `force` (the probe L-hat): float[n]."""
     n = len(contexts)
     N = round_up(max(len(c) for c in contexts), 32)
     A = round_up(len(force) + max(len(a) for a in answers), 8)
@@ -54,27 +47,42 @@ def forced_answers(params: Any, config: ModelConfig, contexts: Sequence[np.ndarr
         targets[i, len(force):len(force) + len(a)] = True
     lens = np.asarray([len(c) for c in contexts], np.int32)
     res = answer_loss_along_trajectory(params, ProbeBatch(ctx, lens, lens[:, None], probe, targets), config=config)
-    return decoded, np.asarray(res.mean[:, 0], np.float64)
+    return np.asarray(res.mean[:, 0], np.float64)
+
+
+def forced_answers(params: Any, config: ModelConfig, contexts: Sequence[np.ndarray], force: np.ndarray,
+                   answers: Sequence[np.ndarray], *, close_id: int, parse: Callable[[np.ndarray], str],
+                   max_answer_tokens: int = 8) -> tuple[list[str], np.ndarray]:
+    """Appends `force` (e.g. `</think> **Final Answer** \\boxed{`) to each context, decodes the
+    answer greedily up to `close_id`, and measures the true answer's mean NLL there.
+    Returns (decoded answers, NLL float[n])."""
+    prompts = [np.concatenate([c, force]).astype(np.int32) for c in contexts]
+    gens = greedy_continue(params, config, prompts, max_new_tokens=max_answer_tokens, stop_tokens=(close_id,))
+    decoded = [parse(g[:-1] if len(g) and g[-1] == close_id else g) for g in gens]
+    return decoded, answer_nll(params, config, contexts, force, answers)
 
 
 def budget_forced_answers(params: Any, config: ModelConfig, prompts: Sequence[np.ndarray], force: np.ndarray, *,
-                          end_think: int, close_id: int, budget: int, max_answer_tokens: int = 8,
+                          end_think: int, close_id: int, budget: int | Sequence[int], max_answer_tokens: int = 8,
                           batch_size: int = 64) -> list[np.ndarray]:
-    """Budget forcing in one greedy generation per prompt: at most `budget` thinking tokens, then
-    `force` (which starts with `end_think`), then the answer up to `close_id`. Returns each
-    prompt's answer ids: what follows the forced tokens (or, for a row that ended its thinking by
-    itself, what follows the model's own answer template; empty if it wrote none)."""
-    sampling = SamplingConfig(temperature=0.0, max_new_tokens=budget + len(force) + max_answer_tokens,
-                              stop_tokens=(close_id,))
-    outs = generate_all(params, config, prompts, sampling, forcing=Forcing(end_think, tuple(int(t) for t in force)),
-                        think_budget=budget, batch_size=batch_size)
-    template = [int(t) for t in force[1:]]
+    """Budget forcing in one greedy generation (the sampler's `Forcing`, `always_template`): each
+    prompt thinks for at most `budget` tokens (one int, or one per prompt), then `force` (which
+    starts with `end_think`; after the model's own `end_think` only the rest of it) is forced and
+    the answer decoded. Returns each prompt's answer ids: the at most `max_answer_tokens` tokens
+    after the forced ones, up to (not including) `close_id`. Equals `forced_answers` on the
+    prompt + the greedy thinking cut at the budget (and at the model's own `end_think`)."""
+    budget = np.broadcast_to(np.asarray(budget, np.int32), (len(prompts),))
+    forcing = Forcing(int(end_think), tuple(int(t) for t in force), always_template=True)
+    # no stop token: a close_id inside the thinking must not end the row (the cut-then-force does not)
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=int(budget.max()) + len(force) + max_answer_tokens)
+    outs = generate_all(params, config, prompts, sampling, forcing=forcing, think_budget=budget,
+                        batch_size=batch_size)
     answers = []
     for o in outs:
-        o = [int(t) for t in o]
-        o = o[:-1] if o and o[-1] == close_id else o
-        starts = [i for i in range(len(o) - len(template) + 1) if o[i:i + len(template)] == template]
-        answers.append(np.asarray(o[starts[-1] + len(template):] if starts else [], np.int32))
+        ends = np.flatnonzero(o == end_think)  # the first one ends the thinking (own or forced)
+        a = o[ends[0] + len(force):][:max_answer_tokens] if ends.size else o[:0]
+        closes = np.flatnonzero(a == close_id)
+        answers.append(a[:closes[0]] if closes.size else a)
     return answers
 
 
@@ -100,19 +108,26 @@ def efficiency_table(params: Any, config: ModelConfig, records: Sequence[dict], 
     def parse(ids):
         return "".join(v.tokens[int(i)] for i in ids if int(i) in v.digit_ids) if len(ids) else ""
 
-    def row(mode, budget, thoughts):
+    # none (cut 0), each budget, full (cut max_thinking): one budget-forced generation for all
+    cuts = [0, *sorted(int(b) for b in budgets if b > 0), max_thinking]
+    n = len(records)
+    forced = budget_forced_answers(params, config, list(prompts) * len(cuts), force, end_think=v.end_think_id,
+                                   close_id=close_id, budget=np.repeat(np.minimum(cuts, max_thinking), n))
+    by_cut = [[parse(a) for a in forced[i * n:(i + 1) * n]] for i in range(len(cuts))]
+
+    def row(mode, budget, thoughts, got=None):
         ctx = [np.concatenate([p, t]).astype(np.int32) for p, t in zip(prompts, thoughts)]
-        got, nll = forced_answers(params, config, ctx, force, answers, close_id=close_id, parse=parse)
-        if mode == "budget":  # the answers from the sampler's own budget forcing
-            got = [parse(a) for a in budget_forced_answers(params, config, prompts, force, end_think=v.end_think_id,
-                                                           close_id=close_id, budget=budget)]
+        if got is None:
+            got, nll = forced_answers(params, config, ctx, force, answers, close_id=close_id, parse=parse)
+        else:
+            nll = answer_nll(params, config, ctx, force, answers)
         return {"mode": mode, "budget": budget, "mean_tokens": float(np.mean([len(t) for t in thoughts])),
                 "accuracy": float(np.mean([g == a for g, a in zip(got, truth)])), "answer_nll": float(nll.mean()),
-                "n": len(records)}
+                "n": n}
 
-    rows = [row("none", 0, [np.zeros(0, np.int32)] * len(records))]
-    rows += [row("budget", int(b), [t[:b] for t in thinking]) for b in sorted(budgets) if b > 0]
-    rows.append(row("full", None, thinking))
+    rows = [row("none", 0, [np.zeros(0, np.int32)] * n, by_cut[0])]
+    rows += [row("budget", b, [t[:b] for t in thinking], got) for b, got in zip(cuts[1:-1], by_cut[1:-1])]
+    rows.append(row("full", None, thinking, by_cut[-1]))
     if summaries is not None:
         rows.append(row("summary", None, [np.asarray(v.encode(s), np.int32) for s in summaries]))
     return rows

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from metareason.model import ModelConfig
-from metareason.sample.config import Forcing, SamplingConfig
+from metareason.sample.config import Forcing, SamplingConfig, SamplingError
 from metareason.sample.decode import generate
 
 __all__ = ["generate_all", "round_up"]
@@ -42,8 +42,11 @@ def generate_all(params: Any, config: ModelConfig, prompts: Sequence[Sequence[in
         sampling = dataclasses.replace(sampling, max_new_tokens=room)
     key = jax.random.key(0) if key is None else key
     if think_budget is not None:
-        think_budget = np.broadcast_to(np.minimum(np.asarray(think_budget, np.int32), sampling.max_new_tokens),
-                                       (len(prompts),))
+        tb = np.asarray(think_budget)
+        if tb.ndim > 1 or tb.size not in (1, len(prompts)) or not np.issubdtype(tb.dtype, np.integer):
+            raise SamplingError(f"think_budget must be one int or one per prompt ({len(prompts)}), "
+                                f"got {tb.dtype} of shape {tb.shape}")
+        think_budget = np.broadcast_to(np.minimum(tb, sampling.max_new_tokens).astype(np.int32), (len(prompts),))
     out: list[np.ndarray] = []
     for b, s in enumerate(range(0, len(prompts), batch_size)):
         chunk = prompts[s:s + batch_size]

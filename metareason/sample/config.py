@@ -82,11 +82,15 @@ class Forcing:
     """Budget forcing (s1; the paper's E12): a row that has generated its thinking budget of tokens
     without emitting `end_think` is given `tokens` next, one per step, instead of samples (e.g.
     `</think> **Final Answer** \\boxed{` as ids), after which sampling resumes for the answer. A row
-    whose model emits `end_think` within its budget is never forced. Frozen and hashable (static).
+    whose model emits `end_think` within its budget is never forced, unless `always_template`:
+    then `tokens[1:]` (the answer template) are forced right after its own `end_think` too, so
+    every row answers in the template (the paper's protocol; needs `tokens[0] == end_think`).
+    Frozen and hashable (static).
     """
 
     end_think: int
     tokens: tuple[int, ...]
+    always_template: bool = False
 
     def __post_init__(self):
         if not _is_int(self.end_think) or self.end_think < 0:
@@ -97,5 +101,10 @@ class Forcing:
         toks = tuple(toks)
         if not toks or any(not _is_int(t) or t < 0 for t in toks):
             raise SamplingError(f"forcing field tokens must be a non-empty tuple of token ids >= 0, got {self.tokens!r}")
+        if not isinstance(self.always_template, bool):
+            raise SamplingError(f"forcing field always_template must be a bool, got {self.always_template!r}")
+        if self.always_template and toks[0] != self.end_think:
+            raise SamplingError(f"forcing with always_template needs tokens[0] == end_think ({self.end_think}), "
+                                f"got {toks[0]}")
         object.__setattr__(self, "end_think", int(self.end_think))
         object.__setattr__(self, "tokens", tuple(int(t) for t in toks))

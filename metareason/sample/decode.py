@@ -180,7 +180,8 @@ def generate(params: dict[str, Any], prompts: jax.Array, prompt_lengths: jax.Arr
       forcing: optional `Forcing(end_think, tokens)` (static): budget forcing, with
       think_budgets: int[B] in [0, max_new_tokens], row b's thinking tokens: after that many
         generated tokens without `end_think`, `forcing.tokens` are fed (and recorded) one per
-        step, then sampling resumes. Forced tokens count toward the row's length and budget.
+        step, then sampling resumes. Forced tokens count toward the row's length and budget,
+        and a forced stop token ends the row like a sampled one.
 
     Returns:
       `SampleOutput(tokens int32[B, N], lengths int32[B], finished_by_stop bool[B],
@@ -218,13 +219,16 @@ def _force(state: _State, token: jax.Array, logp: jax.Array, think_budgets, forc
         return token, logp, jnp.zeros_like(state.done), state
     force = jnp.asarray(forcing.tokens, jnp.int32)
     F = len(forcing.tokens)
-    start = state.thinking & (state.force_pos < 0) & (state.lengths >= think_budgets)
+    start = state.thinking & (state.lengths >= think_budgets)
     pos = jnp.where(start, 0, state.force_pos)
     forced = (pos >= 0) & (pos < F)
     token = jnp.where(forced, force[jnp.clip(pos, 0, F - 1)], token)
     logp = jnp.where(forced, 0.0, logp)
-    thinking = state.thinking & ~forced & (token != forcing.end_think)
-    return token, logp, forced, state._replace(force_pos=jnp.where(forced, pos + 1, pos), thinking=thinking)
+    own_end = state.thinking & ~forced & (token == forcing.end_think)
+    pos = jnp.where(forced, pos + 1, pos)
+    if forcing.always_template:  # the template (tokens[1:]) follows the row's own end_think
+        pos = jnp.where(own_end, 1, pos)
+    return token, logp, forced, state._replace(force_pos=pos, thinking=state.thinking & ~forced & ~own_end)
 
 
 def _record(state: _State, token: jax.Array, logp: jax.Array, forced: jax.Array, budgets, stop_tokens,

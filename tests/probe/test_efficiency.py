@@ -46,21 +46,38 @@ def test_efficiency_table_rows():
     assert all(r["n"] == 3 and 0 <= r["accuracy"] <= 1 and r["answer_nll"] > 0 for r in rows)
 
 
+def cut_then_force(params, config, prompts, force, *, end_think, close, budget):
+    """The two-phase reference (the old efficiency path): greedy thinking stopped at end_think,
+    cut at the budget, then forced_answers on prompt + thinking."""
+    think = greedy_continue(params, config, prompts, max_new_tokens=max(budget, 1), stop_tokens=(end_think,))
+    think = [t[:-1] if len(t) and t[-1] == end_think else t for t in think]
+    ctx = [np.concatenate([p, t[:budget]]) for p, t in zip(prompts, think)]
+    want, _ = forced_answers(params, config, ctx, force, [np.array([40])] * len(prompts), close_id=close,
+                             parse=lambda ids: [int(i) for i in ids])
+    return want, ctx
+
+
 def test_sampler_budget_forcing_equals_cut_then_force():
-    # a random model never ends its thinking by itself (end_think is a token it never emits here),
-    # so the sampler's in-loop forcing must equal the two-phase cut-then-force of forced_answers
+    # end_think: a token prompt 1's greedy thinking emits second, so it ends its thinking itself before
+    # budgets 3 and 6 (and still gets the answer template); close: one prompt 0 emits while thinking,
+    # which must not end its row
     from metareason.probe.efficiency import budget_forced_answers
 
     config, params = model()
     prompts = [np.array([1, 10, 11, 12, 3]), np.array([1, 20, 3]), np.array([1, 30, 31, 3])]
     free = greedy_continue(params, config, prompts, max_new_tokens=6, stop_tokens=())
-    end_think, close = sorted(set(range(config.vocab_size)) - {int(t) for f in free for t in f})[:2]
+    end_think = int(free[1][1])
+    close = next(int(t) for t in free[0] if t != end_think)
     force = np.array([end_think, 5, 6, 7])
     for budget in (0, 3, 6):
-        think = greedy_continue(params, config, prompts, max_new_tokens=max(budget, 1), stop_tokens=(end_think,))
-        assert not any(end_think in t[:budget] for t in think)
-        ctx = [np.concatenate([p, t[:budget]]) for p, t in zip(prompts, think)]
-        want, _ = forced_answers(params, config, ctx, force, [np.array([40])] * 3, close_id=close,
-                                 parse=lambda ids: [int(i) for i in ids])
+        want, ctx = cut_then_force(params, config, prompts, force, end_think=end_think, close=close, budget=budget)
         got = budget_forced_answers(params, config, prompts, force, end_think=end_think, close_id=close, budget=budget)
         assert [g.tolist() for g in got] == want
+        if budget:
+            assert len(ctx[1]) < len(prompts[1]) + budget   # prompt 1 ended its thinking itself
+    per_row = budget_forced_answers(params, config, prompts, force, end_think=end_think, close_id=close,
+                                    budget=[0, 3, 6])
+    for b, (g, budget) in enumerate(zip(per_row, (0, 3, 6))):
+        want, _ = cut_then_force(params, config, prompts[b:b + 1], force, end_think=end_think, close=close,
+                                 budget=budget)
+        assert g.tolist() == want[0]

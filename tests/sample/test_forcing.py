@@ -17,7 +17,8 @@ N = 9
 
 def naive_forced_greedy(params, config, prompt, max_new, forcing, think_budget, stop_tokens=()):
     """(tokens, forced flags) of one row: greedy with a full forward per step; after
-    `think_budget` generated tokens without end_think, the forced tokens are appended."""
+    `think_budget` generated tokens without end_think, the forced tokens are appended (with
+    `forcing.always_template`, the rest of them also after the model's own end_think)."""
     seq, out, flags = list(prompt), [], []
     thinking, queue = True, []
     while len(out) < max_new:
@@ -29,7 +30,8 @@ def naive_forced_greedy(params, config, prompt, max_new, forcing, think_budget, 
         else:
             logits = apply(params, jnp.asarray([seq]), config=config).logits[0, -1]
             tok, f = int(np.argmax(logits)), False
-            thinking = thinking and tok != forcing.end_think
+            if thinking and tok == forcing.end_think:
+                thinking, queue = False, list(forcing.tokens[1:]) if forcing.always_template else []
         out.append(tok)
         flags.append(f)
         seq.append(tok)
@@ -42,7 +44,8 @@ def _free(params, config, prompt):
     return naive_forced_greedy(params, config, prompt, N, Forcing(0, (1,)), N + 1)[0]
 
 
-def test_forced_greedy_equals_the_naive_loop():
+@pytest.mark.parametrize("always, stop", [(False, False), (True, False), (True, True)])
+def test_forced_greedy_equals_the_naive_loop(always, stop):
     config = TINY["qwen2"]
     params = random_params(config, seed=1, scale=0.3)
     rng = np.random.RandomState(0)
@@ -51,17 +54,24 @@ def test_forced_greedy_equals_the_naive_loop():
     # end_think: the 3rd free greedy token of row 2, so row 2 ends thinking itself within budget 5
     # (unless it appeared earlier in another row's thinking, which the reference handles the same way)
     end_think = _free(params, config, prompts[2, :3])[2]
-    forcing = Forcing(end_think=end_think, tokens=(end_think, 7, 8))
+    forcing = Forcing(end_think=end_think, tokens=(end_think, 7, 8), always_template=always)
+    # stop: a token row 3 emits while thinking (it ends the row there), and 8, the last forced token
+    stops = (_free(params, config, prompts[3])[4], 8) if stop else ()
     budgets = np.asarray([3, 0, 5, 6])
-    out = generate(params, prompts, lengths, config=config, sampling=SamplingConfig(temperature=0, max_new_tokens=N),
-                   forcing=forcing, think_budgets=budgets)
+    out = generate(params, prompts, lengths, config=config, forcing=forcing, think_budgets=budgets,
+                   sampling=SamplingConfig(temperature=0, max_new_tokens=N, stop_tokens=stops, pad_id=-1))
     for b, n in enumerate(lengths):
-        ref, flags = naive_forced_greedy(params, config, prompts[b, :n], N, forcing, budgets[b])
-        np.testing.assert_array_equal(out.tokens[b], ref)
-        np.testing.assert_array_equal(out.forced[b], flags)
-    assert not out.forced[2].any()                    # row 2 emitted end_think itself: never forced
+        ref, flags = naive_forced_greedy(params, config, prompts[b, :n], N, forcing, budgets[b], stops)
+        assert out.lengths[b] == len(ref)
+        np.testing.assert_array_equal(out.tokens[b], ref + [-1] * (N - len(ref)))
+        np.testing.assert_array_equal(out.forced[b], flags + [False] * (N - len(ref)))
+    own = list(out.tokens[2]).index(end_think)        # row 2 emitted end_think itself within its budget:
+    assert own < 5 and not out.forced[2, :own + 1].any()   # never forced, or only the template after it
+    np.testing.assert_array_equal(out.forced[2, own + 1:own + 3], always)
     np.testing.assert_array_equal(out.forced[1, :3], True)   # budget 0: forced at once
     np.testing.assert_array_equal(out.tokens[0, 3:6], forcing.tokens)
+    if stop:
+        assert out.finished_by_stop.all() and out.lengths[0] == 6 and out.lengths[3] <= 5
 
 
 def test_without_forcing_nothing_changes_and_sampled_rows_score_forced_tokens_zero():
@@ -116,3 +126,8 @@ def test_bad_forcing_input(kw, msg):
                  max_new_tokens=N), **kw)
     with pytest.raises(SamplingError, match="non-empty tuple"):
         Forcing(0, ())
+    with pytest.raises(SamplingError, match=r"always_template needs tokens\[0\] == end_think"):
+        Forcing(0, (1, 2), always_template=True)
+    with pytest.raises(SamplingError, match="think_budget must be one int or one per prompt"):
+        generate_all(params, config, [[1, 2], [3]], SamplingConfig(temperature=0, max_new_tokens=N),
+                     forcing=Forcing(0, (1,)), think_budget=[1, 2, 3])
