@@ -125,7 +125,8 @@ def mlp(m: jax.Array, mlp_params: dict[str, Any]) -> jax.Array:
 def attention_block(config: ModelConfig, inv_freq, h, layer, kv=None, positions=None, mask=None, write_index=None):
     """The first half of a block: h: [B, S, D] -> (mid = h + attention output [B, S, D],
     attention output [B, S, D], new kv). layer: one layer's params (compute dtype); kv: None or
-    this layer's cache (k, v: [B, K, T, Dh]); mask None = causal."""
+    this layer's cache (k, v: [B, K, T, Dh]), or (k, v, i): every layer's cache [L, B, K, T, Dh]
+    and this layer's index, updated in place (returned as (k, v)); mask None = causal."""
     eps = config.rms_norm_eps
     attn = layer["self_attn"]
     x = rms_norm(h, layer["input_layernorm"]["scale"], eps)
@@ -138,7 +139,12 @@ def attention_block(config: ModelConfig, inv_freq, h, layer, kv=None, positions=
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
     k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, Dh]: only the new tokens move
-    if kv is not None:
+    if kv is not None and len(kv) == 3:  # (k, v) of every layer [L, B, K, T, Dh] and this layer's index
+        k_all, v_all, i = kv
+        k_all = lax.dynamic_update_slice(k_all, k.astype(k_all.dtype)[None], (i, 0, 0, write_index, 0))
+        v_all = lax.dynamic_update_slice(v_all, v.astype(v_all.dtype)[None], (i, 0, 0, write_index, 0))
+        k, v, kv = k_all[i], v_all[i], (k_all, v_all)
+    elif kv is not None:
         k = lax.dynamic_update_slice_in_dim(kv[0], k.astype(kv[0].dtype), write_index, axis=2)
         v = lax.dynamic_update_slice_in_dim(kv[1], v.astype(kv[1].dtype), write_index, axis=2)
         kv = (k, v)
@@ -284,13 +290,22 @@ def _trunk(params, tokens, positions, mask, segment_ids, cache, *, config, retur
         body = jax.checkpoint(body, policy=_REMAT[config.remat], prevent_cse=False)
 
     h = params["embed_tokens"]["embedding"][tokens].astype(cdt)
-    kv_in = None if cache is None else (cache.k, cache.v)
-    h, (kv_out, inter) = lax.scan(body, h, (layers, kv_in))
+    if cache is None:
+        h, (_, inter) = lax.scan(body, h, (layers, None))
+        new_cache = None
+    else:
+        # With a cache the layers are unrolled and the stacked cache is updated in place: each
+        # layer writes only its new tokens' keys/values and attends to its slice of the stack.
+        # (Through a scan the whole cache would be sliced out and restacked at every step.)
+        k_all, v_all, inters = cache.k, cache.v, []
+        for i in range(config.num_layers):
+            layer = jax.tree.map(lambda p: p[i], layers)
+            h, (k_all, v_all), one = _layer(config, inv_freq, h, layer, (k_all, v_all, i), positions, mask,
+                                            write_index)
+            inters.append(one)
+        inter = jax.tree.map(lambda *xs: jnp.stack(xs), *inters) if return_intermediates else None
+        new_cache = KVCache(k=k_all, v=v_all, segment_ids=kv_segments, index=cache.index + tokens.shape[1])
     h = rms_norm(h, params["norm"]["scale"], config.rms_norm_eps)
-    new_cache = None
-    if cache is not None:
-        new_cache = KVCache(k=kv_out[0], v=kv_out[1], segment_ids=kv_segments,
-                            index=cache.index + tokens.shape[1])
     return h, new_cache, inter
 
 
