@@ -1,0 +1,137 @@
+"""Shared plumbing of the lab training-paradigm experiments (E6, E7, E9, E10, E11): run an SFT or
+GRPO arm (reused when finished, resumed when interrupted), evaluate runs on one fixed question file
+with n samples each, paired differences between arms, and bar figures.
+
+Every arm is a normal `metareason train` / `metareason rl` run directory under the experiment's
+work directory, so any of them can be inspected, probed (`metareason probe`) or evaluated again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np  # noqa: E402
+
+from metareason.evaluate.passk import mg_pass_at_k, pass_at_k  # noqa: E402
+from metareason.evaluate.run import EvalConfig, run_eval  # noqa: E402
+from metareason.probe.analysis import mean_ci  # noqa: E402
+from metareason.tasks.lab import LabConfig, lab_records  # noqa: E402
+from metareason.train.rl import GRPOConfig, train_grpo  # noqa: E402
+from metareason.train.sft import SFTConfig, train_sft  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict:
+    import os
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
+
+
+def _run(train, cfg, label: str) -> Path:
+    out = Path(cfg.out)
+    if (out / "summary.json").exists():
+        print(f"[{label}] reusing {out}", flush=True)
+        return out
+    t0 = time.perf_counter()
+    train(dataclasses.replace(cfg, resume=True))  # resumes an interrupted run, starts a fresh one
+    print(f"[{label}] trained in {time.perf_counter() - t0:.0f} s -> {out}", flush=True)
+    return out
+
+
+def sft(cfg: SFTConfig, label: str) -> Path:
+    return _run(train_sft, cfg, label)
+
+
+def grpo(cfg: GRPOConfig, label: str) -> Path:
+    return _run(train_grpo, cfg, label)
+
+
+def question_file(lab: LabConfig, split: str, path: Path, limit: int = 0, families: Sequence[str] = ()) -> Path:
+    """One fixed JSONL set of lab questions that every arm is evaluated on."""
+    recs = [r for r in lab_records(lab, split) if not families or r["family"] in families]
+    by_family: dict[str, int] = {}
+    rows = []
+    for r in recs:
+        if limit and by_family.get(r["family"], 0) >= limit:
+            continue
+        by_family[r["family"]] = by_family.get(r["family"], 0) + 1
+        rows.append({k: r[k] for k in ("id", "question", "answer", "family")})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def evaluate(run: Path, questions: Path, out: Path, *, n: int, k: Sequence[int], max_new_tokens: int,
+             seed: int = 0) -> list[dict]:
+    """Samples n answers per question (temperature 1) and returns the samples.jsonl rows."""
+    run_eval(EvalConfig(model=run, data=(str(questions),), out=out, n=n, k=tuple(k), max_new_tokens=max_new_tokens,
+                        batch_size=max(64, n), seed=seed))
+    return [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+
+
+def per_question(rows: Sequence[dict], metric: str, k: int) -> np.ndarray:
+    n = np.asarray([len(r["correct"]) for r in rows])
+    c = np.asarray([sum(r["correct"]) for r in rows])
+    return {"pass": pass_at_k, "mg-pass": mg_pass_at_k}[metric](n, c, k)
+
+
+def ci(values) -> dict[str, float]:
+    m, lo, hi = mean_ci(values)
+    return {"mean": m, "low": lo, "high": hi}
+
+
+def arm_metrics(rows: Sequence[dict], ks: Sequence[int]) -> dict[str, Any]:
+    """Pass@k and mG-Pass@k (t intervals over questions), greedy-free: from the samples."""
+    out: dict[str, Any] = {"questions": len(rows)}
+    for k in ks:
+        out[f"pass@{k}"] = ci(per_question(rows, "pass", k))
+        out[f"mg-pass@{k}"] = ci(per_question(rows, "mg-pass", k))
+    out["format_rate"] = ci([np.mean(r["well_formed"]) for r in rows])
+    out["mean_length"] = float(np.mean([np.mean(r["lengths"]) for r in rows]))
+    return out
+
+
+def paired(rows_a: Sequence[dict], rows_b: Sequence[dict], metric: str, k: int) -> dict[str, float]:
+    """Mean per-question difference a - b of a metric on the same questions, with a t interval."""
+    ia = {r["id"]: i for i, r in enumerate(rows_a)}
+    order = [ia[r["id"]] for r in rows_b]
+    a = per_question(rows_a, metric, k)[order]
+    return ci(a - per_question(rows_b, metric, k))
+
+
+def bars(arms: dict[str, dict], metrics: Sequence[str], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(arms) * len(metrics) / 2, 3.6))
+    width = 0.8 / len(metrics)
+    x = np.arange(len(arms))
+    for j, m in enumerate(metrics):
+        mean = np.asarray([100 * a[m]["mean"] for a in arms.values()])
+        err = np.asarray([[100 * (a[m]["mean"] - a[m]["low"]), 100 * (a[m]["high"] - a[m]["mean"])]
+                          for a in arms.values()]).T
+        ax.bar(x + (j - (len(metrics) - 1) / 2) * width, mean, width, yerr=err, capsize=3, label=m)
+    ax.set_xticks(x, list(arms), fontsize=8)
+    ax.set_ylabel("% (95% CI over questions)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def table(arms: dict[str, dict], metrics: Sequence[str]) -> str:
+    lines = ["| arm | " + " | ".join(metrics) + " | format | mean length |", "|" + "---|" * (len(metrics) + 3)]
+    for name, a in arms.items():
+        cells = [f"{100 * a[m]['mean']:.1f} [{100 * a[m]['low']:.1f}, {100 * a[m]['high']:.1f}]" for m in metrics]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {100 * a['format_rate']['mean']:.0f} | "
+                     f"{a['mean_length']:.0f} |")
+    return "\n".join(lines)
