@@ -8,6 +8,7 @@ work directory, so any of them can be inspected, probed (`metareason probe`) or 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import platform
@@ -27,6 +28,22 @@ from metareason.train.rl import GRPOConfig, train_grpo  # noqa: E402
 from metareason.train.sft import SFTConfig, train_sft  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parser(doc: str, name: str, *, questions: int = 100) -> argparse.ArgumentParser:
+    """The options every lab experiment shares: --work runs/exp-NAME, --model, --n samples and the
+    --k of Pass@k / mG-Pass@k, --questions (test questions), --seed, --quick, --out."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--work", type=Path, default=Path(f"runs/exp-{name.replace('_', '-')}"),
+                    help="where the runs and evaluations go (a rerun reuses finished ones)")
+    ap.add_argument("--model", default="lab-fast")
+    ap.add_argument("--n", type=int, default=8, help="samples per question (temperature 1)")
+    ap.add_argument("--k", type=int, default=8, help="the k of Pass@k and mG-Pass@k")
+    ap.add_argument("--questions", type=int, default=questions)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="a smoke run (minutes)")
+    ap.add_argument("--out", type=Path, default=RESULTS / name)
+    return ap
 
 
 def machine() -> dict:

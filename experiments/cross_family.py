@@ -14,12 +14,10 @@ n samples at temperature 1.0; paired differences trained - base per family group
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 
-from common import RESULTS, arm_metrics, bars, evaluate, machine, paired, question_file, sft, table
+from common import arm_metrics, bars, evaluate, machine, paired, parser, question_file, sft, table
 
 from metareason.tasks.lab import LabConfig
 from metareason.train.sft import SFTConfig
@@ -31,18 +29,10 @@ FAMILIES = ("arith", "addition", "linear", "pointer")
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--work", type=Path, default=Path("runs/exp-cross-family"))
-    ap.add_argument("--model", default="lab-fast")
+    ap = parser(__doc__, "cross_family", questions=50)
     ap.add_argument("--train", nargs="+", default=["arith", "addition"])
     ap.add_argument("--base-steps", type=int, default=400)
     ap.add_argument("--sft-steps", type=int, default=1000)
-    ap.add_argument("--n", type=int, default=8)
-    ap.add_argument("--k", type=int, default=8)
-    ap.add_argument("--questions", type=int, default=50, help="test questions per family")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", type=Path, default=RESULTS / "cross_family")
     a = ap.parse_args(argv)
     if a.quick:
         a.base_steps, a.sft_steps, a.questions = 40, 40, 8

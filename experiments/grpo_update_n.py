@@ -13,14 +13,13 @@ Pass@k / mG-Pass@k on the same test questions afterwards.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS, arm_metrics, evaluate, grpo, machine, paired, question_file, sft, table
+from common import arm_metrics, evaluate, grpo, machine, paired, parser, question_file, sft, table
 
 from metareason.tasks.lab import LabConfig
 from metareason.train.grpo import GRPOLossConfig
@@ -33,10 +32,8 @@ CLAIM = ("More rollouts contributing to the update (n of a fixed group of 16) ->
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--work", type=Path, default=Path("runs/exp-grpo-update-n"))
+    ap = parser(__doc__, "grpo_update_n")
     ap.add_argument("--init", default="", help="an SFT run to start from (default: train one)")
-    ap.add_argument("--model", default="lab-fast")
     ap.add_argument("--sft-steps", type=int, default=1000)
     ap.add_argument("--ns", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     ap.add_argument("--group", type=int, default=16)
@@ -44,12 +41,6 @@ def main(argv=None):
     ap.add_argument("--pool", type=int, default=128, help="training questions GRPO draws from")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--questions-per-step", type=int, default=4)
-    ap.add_argument("--n", type=int, default=8)
-    ap.add_argument("--k", type=int, default=8)
-    ap.add_argument("--questions", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", type=Path, default=RESULTS / "grpo_update_n")
     a = ap.parse_args(argv)
     if a.quick:
         a.ns, a.steps, a.questions, a.sft_steps, a.group = [1, 4], 3, 16, 40, 4

@@ -20,13 +20,11 @@ Pass@k and mG-Pass@k with 95% t intervals over questions, and paired differences
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
-from common import RESULTS, arm_metrics, bars, ci, evaluate, grpo, machine, paired, question_file, sft, table
+from common import arm_metrics, bars, ci, evaluate, grpo, machine, paired, parser, question_file, sft, table
 
 from metareason.tasks.lab import LabConfig
 from metareason.train.grpo import GRPOLossConfig
@@ -44,20 +42,12 @@ CLAIMS = {
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--work", type=Path, default=Path("runs/exp-sft-vs-grpo"))
-    ap.add_argument("--model", default="lab-fast")
+    ap = parser(__doc__, "sft_vs_grpo")
     ap.add_argument("--base-steps", type=int, default=400)
     ap.add_argument("--sft-steps", type=int, default=1000)
     ap.add_argument("--grpo-steps", type=int, default=40)
     ap.add_argument("--grpo-pool", type=int, default=128, help="training questions GRPO draws from")
     ap.add_argument("--grpo-lr", type=float, default=1e-4)
-    ap.add_argument("--n", type=int, default=8)
-    ap.add_argument("--k", type=int, default=8)
-    ap.add_argument("--questions", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", type=Path, default=RESULTS / "sft_vs_grpo")
     a = ap.parse_args(argv)
     if a.quick:
         a.base_steps, a.sft_steps, a.grpo_steps, a.questions = 60, 60, 4, 16

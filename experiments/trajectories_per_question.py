@@ -15,12 +15,10 @@ n samples at temperature 1.0.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 
-from common import RESULTS, arm_metrics, evaluate, machine, paired, question_file, sft, table
+from common import arm_metrics, evaluate, machine, paired, parser, question_file, sft, table
 
 from metareason.tasks.lab import LabConfig
 from metareason.train.sft import SFTConfig
@@ -31,18 +29,10 @@ CLAIM = ("More trajectories per question (a larger support set) at equal trainin
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--work", type=Path, default=Path("runs/exp-trajectories-per-question"))
-    ap.add_argument("--model", default="lab-fast")
+    ap = parser(__doc__, "trajectories_per_question")
     ap.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     ap.add_argument("--train-questions", type=int, default=200)
     ap.add_argument("--steps", type=int, default=600)
-    ap.add_argument("--n", type=int, default=8)
-    ap.add_argument("--k", type=int, default=8)
-    ap.add_argument("--questions", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", type=Path, default=RESULTS / "trajectories_per_question")
     a = ap.parse_args(argv)
     if a.quick:
         a.ks, a.steps, a.questions, a.train_questions = [1, 4], 40, 16, 40
