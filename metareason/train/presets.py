@@ -63,7 +63,9 @@ def rl_presets() -> dict:
     from metareason.train.rl import ARITH, GRPOConfig
 
     return {
-        # GRPO on the arith questions of the arith-* SFT presets; pass --init RUN_DIR to start from one
+        # GRPO on the arith questions of the arith-* SFT presets. Pass --init RUN_DIR: a fresh model
+        # never answers right, so every group's rewards are equal and every advantage is 0. The
+        # optimizer settings are the ones measured to raise the reward on the lab (EXPERIMENTS.md, E6/E7).
         "arith": GRPOConfig(out=Path("runs/grpo-arith"), lab=ARITH, model="lab-fast"),
         "tiny": GRPOConfig(out=Path("runs/grpo-tiny"), model="lab-tiny", steps=6, questions_per_step=2,
                            group_size=4, max_new_tokens=48, checkpoint_every=2, eval_questions=4,

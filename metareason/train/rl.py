@@ -79,14 +79,16 @@ class GRPOConfig:
     advantage: str = "grpo"
     """"grpo" ((r - mean) / std) or "dr-grpo" (r - mean)."""
     loss: GRPOLossConfig = GRPOLossConfig()
-    epochs_per_batch: int = 1
+    epochs_per_batch: int = 2
     """Optimisation passes over each rollout batch (the ratio departs from 1 after the first)."""
-    minibatches: int = 1
+    minibatches: int = 2
     """Optimizer steps per pass (rows shuffled, then split; must divide questions x group)."""
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 256
-    optimizer: OptimizerConfig = OptimizerConfig(lr=1e-4, warmup_steps=5, final_lr_fraction=1.0, weight_decay=0.0)
+    optimizer: OptimizerConfig = OptimizerConfig(lr=1e-4, warmup_steps=3, final_lr_fraction=1.0, weight_decay=0.0)
+    """AdamW, constant after warm-up (lr 1e-4 with 2 passes x 2 minibatches raised the lab reward;
+    1e-5 to 3e-5 did not move it in 30-60 steps, 3e-4 lowered it)."""
     log_every: int = 1
     eval_every: int = 0
     """Greedy validation accuracy every this many steps (0: only at the end)."""
