@@ -27,24 +27,21 @@ def _rollouts(seed=0):
 
 
 def reference_loss(params, prompts, tokens, lengths, adv, old, ref, rows, loss: GRPOLossConfig, temperature):
-    """Plain GRPO: one unpadded forward per rollout, a Python loop over its completion tokens.
-    `old`, `ref`: per row, per completion token; `rows`: the rollouts that enter the loss."""
+    """Plain GRPO: one unpadded forward per rollout, the formulas written out on its completion
+    tokens. `old`, `ref`: per row, per completion token; `rows`: the rollouts that enter the loss."""
     per_row, count = [], 0
     for b in rows:
         p, n = prompts[b // G], int(lengths[b])
         seq = jnp.asarray(list(p) + list(tokens[b, :n]))[None]
         logits = apply(params, seq, config=CONFIG).logits[0] / temperature
-        terms = []
-        for j in range(n):
-            lp = jax.nn.log_softmax(logits[len(p) + j - 1])
-            logp = lp[tokens[b, j]]
-            ratio = jnp.exp(logp - old[b][j])
-            surrogate = jnp.minimum(ratio * adv[b], jnp.clip(ratio, 1 - loss.clip_low, 1 + loss.clip_high) * adv[b])
-            d = ref[b][j] - logp
-            kl = jnp.exp(d) - d - 1
-            entropy = -(jnp.exp(lp) * lp).sum()
-            terms.append(-surrogate + loss.kl_coef * kl - loss.entropy_coef * entropy)
-        per_row.append(jnp.stack(terms))
+        lp = jax.nn.log_softmax(logits[len(p) - 1:len(p) + n - 1])          # predicts completion token j
+        logp = lp[jnp.arange(n), jnp.asarray(tokens[b, :n])]
+        ratio = jnp.exp(logp - jnp.asarray(old[b]))
+        surrogate = jnp.minimum(ratio * adv[b], jnp.clip(ratio, 1 - loss.clip_low, 1 + loss.clip_high) * adv[b])
+        d = jnp.asarray(ref[b]) - logp
+        kl = jnp.exp(d) - d - 1
+        entropy = -(jnp.exp(lp) * lp).sum(-1)
+        per_row.append(-surrogate + loss.kl_coef * kl - loss.entropy_coef * entropy)
         count += n
     if loss.aggregation == "token-mean":
         return sum(t.sum() for t in per_row) / count
