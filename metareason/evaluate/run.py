@@ -88,10 +88,11 @@ def _datasets(cfg: EvalConfig, kind: str, extra: dict) -> dict[str, list[dict]]:
             if len(parts) == 2:
                 recs = list(lab_records(lab, split))
             else:  # per family: a trained family's own split, or an untrained one's held-out questions
-                recs = []
+                recs, trained = [], None
                 for fam in (f for f in parts[2].split(",") if f):
                     if fam in lab.families:
-                        recs += [r for r in lab_records(lab, split) if r["family"] == fam]
+                        trained = list(lab_records(lab, split)) if trained is None else trained
+                        recs += [r for r in trained if r["family"] == fam]
                     else:
                         other = dataclasses.replace(lab, heldout_families=(fam,))
                         recs += list(lab_records(other, "heldout"))

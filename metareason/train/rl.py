@@ -40,7 +40,7 @@ from metareason.train.evaluation import final_evaluation, first_per_family, flat
 from metareason.train.grpo import ADVANTAGES, GRPOLossConfig, grpo_loss, group_advantages, token_logprobs, update_mask
 from metareason.train.metrics import MetricsWriter
 from metareason.train.presets import model_preset
-from metareason.train.rundir import open_run_dir
+from metareason.train.rundir import RunOptions, open_run_dir
 from metareason.train.sft import TrainingDiverged, restore_params
 from metareason.train.state import OptimizerConfig, init_state, make_optimizer
 from metareason.train.step import make_train_step
@@ -52,7 +52,7 @@ ARITH = LabConfig(families=("arith",), difficulty=(1, 2), train_size=4000, eval_
 
 
 @dataclasses.dataclass
-class GRPOConfig:
+class GRPOConfig(RunOptions):
     """GRPO (group-relative policy optimisation) of a lab model."""
 
     out: Path = Path("runs/grpo")
@@ -90,15 +90,9 @@ class GRPOConfig:
     """AdamW, constant after warm-up (lr 1e-4 with 2 passes x 2 minibatches raised the lab reward;
     1e-5 to 3e-5 did not move it in 30-60 steps, 3e-4 lowered it)."""
     log_every: int = 1
-    eval_every: int = 0
-    """Greedy validation accuracy every this many steps (0: only at the end)."""
-    eval_questions: int = 50
-    """Validation / test questions per family used by evaluation."""
+    """Train metrics every this many steps."""
     checkpoint_every: int = 10
-    keep_checkpoints: int = 3
-    resume: bool = False
-    seed: int = 0
-    final_eval: bool = True
+    """Save a checkpoint every this many steps (and at the end)."""
 
     def __post_init__(self):
         if self.advantage not in ADVANTAGES:
@@ -112,12 +106,6 @@ class GRPOConfig:
         if (self.questions_per_step * self.group_size) % self.minibatches:
             raise ValueError(f"minibatches={self.minibatches} must divide questions_per_step x group_size = "
                              f"{self.questions_per_step * self.group_size}")
-
-    def to_json(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["out"] = str(self.out)
-        d.pop("resume")
-        return d
 
 
 @dataclasses.dataclass(frozen=True)

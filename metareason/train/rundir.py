@@ -2,10 +2,40 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
-__all__ = ["open_run_dir"]
+__all__ = ["open_run_dir", "RunOptions"]
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """What every training run (SFT, GRPO) shares: logging, evaluation, checkpoints, resume, seed."""
+
+    log_every: int = 10
+    """Train metrics every this many steps."""
+    eval_every: int = 0
+    """Greedy validation accuracy every this many steps (0: only at the end)."""
+    eval_questions: int = 50
+    """Validation / test questions per family used by evaluation."""
+    checkpoint_every: int = 100
+    """Save a checkpoint every this many steps (and at the end)."""
+    keep_checkpoints: int = 3
+    """Checkpoints kept on disk (oldest deleted first)."""
+    resume: bool = False
+    """Continue from the newest intact checkpoint in `out`."""
+    seed: int = 0
+    """Seed of the model init, the data order and the sampling."""
+    final_eval: bool = True
+    """Greedy accuracy on validation / test (/ heldout) at the end, into summary.json."""
+
+    def to_json(self) -> dict:
+        """The config as config.json holds it (`resume` left out: it is how, not what, to run)."""
+        d = dataclasses.asdict(self)
+        d["out"] = str(d["out"])
+        d.pop("resume")
+        return d
 
 
 def open_run_dir(out: str | Path, config: dict, resume: bool) -> Path:

@@ -31,7 +31,7 @@ from metareason.train.checkpoint import Checkpointer, abstract_like
 from metareason.train.evaluation import final_evaluation, first_per_family, flat_eval, lab_accuracy
 from metareason.train.metrics import MetricsWriter
 from metareason.train.presets import model_preset
-from metareason.train.rundir import open_run_dir
+from metareason.train.rundir import RunOptions, open_run_dir
 from metareason.train.state import OptimizerConfig, init_state, make_optimizer
 from metareason.train.step import make_train_step
 from metareason.train.trajectories import trajectory_slots
@@ -52,7 +52,7 @@ class TrainingDiverged(RuntimeError):
 
 
 @dataclasses.dataclass
-class SFTConfig:
+class SFTConfig(RunOptions):
     """Supervised fine-tuning of a lab model on programmatically written trajectories."""
 
     out: Path = Path("runs/sft")
@@ -77,28 +77,6 @@ class SFTConfig:
     packing_bins: int = 0
     """Rows the packer fills at once (0: 4 x batch_size; more packs tighter)."""
     optimizer: OptimizerConfig = OptimizerConfig()
-    log_every: int = 10
-    """Train metrics every this many steps."""
-    eval_every: int = 0
-    """Greedy validation accuracy every this many steps (0: only at the end)."""
-    eval_questions: int = 50
-    """Validation/test questions per family used by evaluation."""
-    checkpoint_every: int = 100
-    """Save a checkpoint every this many steps (and at the end)."""
-    keep_checkpoints: int = 3
-    """Checkpoints kept on disk (oldest deleted first)."""
-    resume: bool = False
-    """Continue from the newest intact checkpoint in `out`."""
-    seed: int = 0
-    """Seed of the model init and the data order."""
-    final_eval: bool = True
-    """Greedy accuracy on validation / test (/ heldout) at the end, into summary.json."""
-
-    def to_json(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["out"] = str(self.out)
-        d.pop("resume")
-        return d
 
 
 class TrajectorySlots:
