@@ -1,8 +1,9 @@
 """The outer loop over tasks: a jit-compiled meta-training step (MAML family) for any model.
 
-Tasks are stacked on a leading axis [T, ...] and mapped with `vmap`; under `jit` with the task
-axis sharded on a mesh's data axis, each device adapts its own tasks and the meta-gradient is
-averaged across devices by the compiler.
+Tasks are stacked on a leading axis [T, ...] and mapped with `vmap`. Under a mesh
+(`metareason.parallel.use_mesh`) the task axis is split over the mesh's batch axes
+(`batch_vmap`): each device adapts its own tasks, and the compiler averages the meta-gradient
+across devices.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from metareason.inner.loop import inner_loop
+from metareason.parallel.rules import batch_vmap
 
 __all__ = ["meta_loss", "make_meta_step"]
 
@@ -32,7 +34,7 @@ def meta_loss(params: Any, support: Any, query: Any, *, loss_fn: Callable, inner
                          trainable=trainable)
         return query_loss_fn(res.params, q), res.losses[0], res.final_loss
 
-    qloss, before, after = jax.vmap(one)(support, query)
+    qloss, before, after = batch_vmap(one)(support, query)
     return jnp.mean(qloss), {"inner_before": before, "inner_after": after, "query": qloss}
 
 

@@ -91,12 +91,15 @@ class ModelConfig:
     compute_dtype: str = "float32"
     remat: str = "none"
     attention_impl: str = "xla"  # "xla" (any mask, exact softmax) or "cudnn" (fused kernel, GPU)
+    # layers per iteration of the layer scan (no cache); num_layers unrolls it fully, which saves
+    # the stacked residual buffers of the backward pass (faster for small models, longer compiles)
+    scan_unroll: int = 1
 
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise ConfigError(f"unsupported model family {self.family!r} (supported: {', '.join(FAMILIES)})")
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
-                     "num_kv_heads", "max_position_embeddings"):
+                     "num_kv_heads", "max_position_embeddings", "scan_unroll"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"config field {name} must be a positive int, got {value!r}")

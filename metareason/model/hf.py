@@ -9,6 +9,7 @@ checked against the config before any tensor data is read. Pickle files are neve
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -121,12 +122,18 @@ def _weight_files(path: Path) -> dict[str, Path]:
     return files
 
 
-def load_hf_checkpoint(path: str | os.PathLike, **config_overrides) -> tuple[ModelConfig, dict[str, Any]]:
+def load_hf_checkpoint(path: str | os.PathLike, *, mesh=None, **config_overrides) -> tuple[ModelConfig, dict[str, Any]]:
     """Reads a Hugging Face checkpoint directory into `(config, params)`.
 
     Params are stored as `config.param_dtype`: by default the checkpoint's own `dtype`
     (`torch_dtype`) when it is a float type we support, else float32; override with
     `param_dtype=...` (and `compute_dtype=...`, `remat=...`).
+
+    With `mesh` (a `jax.sharding.Mesh`), every tensor goes straight into its shards
+    (`metareason.parallel.param_shardings`): each device's slice is read from the safetensors
+    file by itself (per layer, only the rows and columns it holds), so neither a whole model nor a
+    whole stacked tensor is ever assembled on the host. On several hosts each reads only its
+    own devices' slices.
     """
     path = Path(path)
     if not path.is_dir():
@@ -162,6 +169,15 @@ def load_hf_checkpoint(path: str | os.PathLike, **config_overrides) -> tuple[Mod
                 raise CheckpointError(f"{path}: tensor {name!r} has shape {found}, expected {shape}")
         dtype = _NP_DTYPES[config.param_dtype]
         flat = {}
+        if mesh is not None:
+            from metareason.parallel import param_shardings
+
+            shardings = flatten(param_shardings(config, mesh))
+            for e in _entries(config):
+                full = (config.num_layers, *e.shape) if "{i}" in e.hf else e.shape
+                flat[e.ours] = jax.make_array_from_callback(
+                    full, shardings[e.ours], functools.partial(_read_slice, e, handles, files, dtype, config.num_layers))
+            return config, unflatten(flat)
         for e in _entries(config):
             if "{i}" in e.hf:
                 stacked = np.empty((config.num_layers, *e.shape), dtype)
@@ -175,6 +191,50 @@ def load_hf_checkpoint(path: str | os.PathLike, **config_overrides) -> tuple[Mod
         for h in handles.values():
             h.__exit__(None, None, None)
     return config, unflatten(flat)
+
+
+def _span(sl: slice, n: int) -> tuple[int, int]:
+    start, stop, step = sl.indices(n)
+    if step != 1:
+        raise ValueError(f"strided shard slice {sl}")
+    return start, stop
+
+
+def _contiguous(slices: tuple[slice, ...], shape: tuple[int, ...]) -> slice | None:
+    """The flat index range of `slices` into an array of `shape` flattened, when it is one range
+    (every axis after the first taken whole); else None."""
+    if any(_span(sl, n) != (0, n) for sl, n in zip(slices[1:], shape[1:])):
+        return None
+    rest = int(np.prod(shape[1:]))
+    start, stop = _span(slices[0], shape[0])
+    return slice(start * rest, stop * rest)
+
+
+def _read_one(e: _Entry, handle, name: str, idx: tuple[slice, ...]) -> np.ndarray:
+    """Our tensor `e` (one layer's, without the layer axis) at `idx`, reading as little of the
+    Hugging Face tensor `name` as its layout allows."""
+    if e.n_in is None:
+        if e.ours.endswith("bias"):  # flat in HF, small
+            return e.to_ours(handle.get_tensor(name))[idx]
+        return handle.get_slice(name)[idx]  # the same layout in both
+    ins, outs = e.shape[:e.n_in], e.shape[e.n_in:]
+    cols, rows = _contiguous(idx[:e.n_in], ins), _contiguous(idx[e.n_in:], outs)
+    if cols is None or rows is None:  # a split we cannot read as one block: read it whole
+        return e.to_ours(handle.get_tensor(name))[idx]
+    part = handle.get_slice(name)[rows, cols]  # HF [out, in]
+    lo_in, hi_in = _span(idx[0], ins[0])
+    lo_out, hi_out = _span(idx[e.n_in], outs[0])
+    return part.T.reshape(hi_in - lo_in, *ins[1:], hi_out - lo_out, *outs[1:])
+
+
+def _read_slice(e: _Entry, handles, files, dtype, num_layers: int, idx: tuple[slice, ...]) -> np.ndarray:
+    """`jax.make_array_from_callback`'s callback: our stacked (or plain) tensor `e` at `idx`."""
+    layered = "{i}" in e.hf
+    idx = tuple(idx) + (slice(None),) * (len(e.shape) + layered - len(idx))
+    if not layered:
+        return np.asarray(_read_one(e, handles[files[e.hf]], e.hf, idx)).astype(dtype)
+    names = [e.hf.format(i=i) for i in range(*_span(idx[0], num_layers))]
+    return np.stack([np.asarray(_read_one(e, handles[files[n]], n, idx[1:])).astype(dtype) for n in names])
 
 
 def hf_state_dict(config: ModelConfig, params) -> Iterator[tuple[str, np.ndarray]]:

@@ -23,6 +23,7 @@ from metareason.model.cache import KVCache
 from metareason.model.config import ModelConfig
 from metareason.model.params import check_params
 from metareason.model.rope import apply_rope, inverse_frequencies
+from metareason.parallel.rules import KV_CACHE_AXES, constrain
 
 __all__ = ["apply", "hidden_states", "output_logits", "ModelOutput", "InputError", "segment_positions", "rms_norm",
            "attention_block", "mlp", "mlp_activations"]
@@ -114,7 +115,8 @@ def mlp_activations(m: jax.Array, mlp_params: dict[str, Any]) -> jax.Array:
     """The SwiGLU hidden activations silu(m W_gate) * (m W_up): [..., D] -> [..., F]."""
     gate = _dense(m, mlp_params["gate_proj"], "...d,df->...f")
     up = _dense(m, mlp_params["up_proj"], "...d,df->...f")
-    return jax.nn.silu(gate) * up
+    act = jax.nn.silu(gate) * up
+    return constrain(act, ("batch", "seq", "mlp")) if act.ndim == 3 else act
 
 
 def mlp(m: jax.Array, mlp_params: dict[str, Any]) -> jax.Array:
@@ -136,13 +138,15 @@ def attention_block(config: ModelConfig, inv_freq, h, layer, kv=None, positions=
     if config.qk_norm:
         q = rms_norm(q, attn["q_norm"]["scale"], eps)
         k = rms_norm(k, attn["k_norm"]["scale"], eps)
-    q = apply_rope(q, positions, inv_freq)
+    q = constrain(apply_rope(q, positions, inv_freq), ("batch", "seq", "heads", "head_dim"))
     k = apply_rope(k, positions, inv_freq)
     k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, Dh]: only the new tokens move
+    k, v = (constrain(t, ("batch", "kv_heads", "seq", "head_dim")) for t in (k, v))
     if kv is not None and len(kv) == 3:  # (k, v) of every layer [L, B, K, T, Dh] and this layer's index
         k_all, v_all, i = kv
         k_all = lax.dynamic_update_slice(k_all, k.astype(k_all.dtype)[None], (i, 0, 0, write_index, 0))
         v_all = lax.dynamic_update_slice(v_all, v.astype(v_all.dtype)[None], (i, 0, 0, write_index, 0))
+        k_all, v_all = (constrain(t, KV_CACHE_AXES) for t in (k_all, v_all))
         k, v, kv = k_all[i], v_all[i], (k_all, v_all)
     elif kv is not None:
         k = lax.dynamic_update_slice_in_dim(kv[0], k.astype(kv[0].dtype), write_index, axis=2)
@@ -156,6 +160,7 @@ def attention_block(config: ModelConfig, inv_freq, h, layer, kv=None, positions=
 def _layer(config: ModelConfig, inv_freq, h, layer, kv, positions, mask, write_index):
     """One block. h: [B, S, D]; layer: one layer's params (compute dtype); kv: None or this
     layer's cache (k, v: [B, K, T, Dh]). Returns (h, new_kv, intermediates)."""
+    h = constrain(h, ("batch", "seq", "act_embed"))
     mid, attn_out, kv = attention_block(config, inv_freq, h, layer, kv, positions, mask, write_index)
     m = rms_norm(mid, layer["post_attention_layernorm"]["scale"], config.rms_norm_eps)
     mlp_out = mlp(m, layer["mlp"])
@@ -289,9 +294,11 @@ def _trunk(params, tokens, positions, mask, segment_ids, cache, *, config, retur
     if config.remat != "none":
         body = jax.checkpoint(body, policy=_REMAT[config.remat], prevent_cse=False)
 
-    h = params["embed_tokens"]["embedding"][tokens].astype(cdt)
+    # the lookup reads a replicated table: a gather from a table split on the mesh would be
+    # resharded in full by the partitioner anyway (on one device this is the identity)
+    h = constrain(params["embed_tokens"]["embedding"], (None, None))[tokens].astype(cdt)
     if cache is None:
-        h, (_, inter) = lax.scan(body, h, (layers, None))
+        h, (_, inter) = lax.scan(body, h, (layers, None), unroll=min(config.scan_unroll, config.num_layers))
         new_cache = None
     else:
         # With a cache the layers are unrolled and the stacked cache is updated in place: each
@@ -320,7 +327,7 @@ def _hidden_jit(params, tokens, positions, mask, segment_ids, cache, *, config):
 def _apply_jit(params, tokens, positions, mask, segment_ids, cache, *, config, return_intermediates):
     h, new_cache, inter = _trunk(params, tokens, positions, mask, segment_ids, cache, config=config,
                                  return_intermediates=return_intermediates)
-    logits = output_logits(params, h, config=config)
+    logits = constrain(output_logits(params, h, config=config), ("batch", "seq", "vocab"))
     if return_intermediates:
         inter = dict(inter, final_hidden=h)
     return ModelOutput(logits=logits, cache=new_cache, intermediates=inter)

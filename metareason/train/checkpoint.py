@@ -45,23 +45,30 @@ class Checkpointer:
         self.directory = Path(directory).absolute()  # orbax needs absolute paths
         self.directory.mkdir(parents=True, exist_ok=True)
         self._sums = self.directory / "checksums"
-        self._sums.mkdir(exist_ok=True)
+        self._sums.mkdir(parents=True, exist_ok=True)
         self.manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
     def save(self, step: int, state: Any, extra: dict) -> None:
-        """Saves and waits until the step is on disk, then records its checksums."""
+        """Saves and waits until the step is on disk, then records its checksums.
+
+        Multi-process: every process calls it (each writes its own shards to the shared
+        directory); process 0 writes the checksums, and all return once they are written."""
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                         extra=ocp.args.JsonSave(extra)), force=True)
         self.manager.wait_until_finished()
-        step_dir = self.directory / str(step)
-        tmp = self._sums / f".{step}.json.tmp"
-        tmp.write_text(json.dumps(_digest(step_dir)))
-        tmp.replace(self._sums / f"{step}.json")
-        kept = {str(s) for s in self.manager.all_steps()}
-        for f in self._sums.glob("*.json"):
-            if f.stem not in kept:
-                f.unlink()
+        if jax.process_index() == 0:
+            step_dir = self.directory / str(step)
+            tmp = self._sums / f".{step}.json.tmp"
+            tmp.write_text(json.dumps(_digest(step_dir)))
+            tmp.replace(self._sums / f"{step}.json")
+            kept = {str(s) for s in self.manager.all_steps()}
+            for f in self._sums.glob("*.json"):
+                if f.stem not in kept:
+                    f.unlink()
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices(f"metareason checkpoint {step} summed")
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())

@@ -34,6 +34,7 @@ import jax
 import numpy as np
 
 from metareason.model import ModelConfig, init
+from metareason.parallel import Placement
 from metareason.tasks.lab import LabConfig
 from metareason.train.checkpoint import Checkpointer, abstract_like
 from metareason.train.evaluation import final_evaluation, first_per_family, flat_eval, lab_accuracy
@@ -180,6 +181,8 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
 
     out = open_run_dir(cfg.out, cfg.to_json(), cfg.resume)
     policy = _start(cfg)
+    place = Placement.from_text(cfg.mesh)
+    policy = dataclasses.replace(policy, params=place.params(policy.params, policy.config))
     (out / "model_config.json").write_text(json.dumps(dataclasses.asdict(policy.config), indent=2))
     model_cfg, fmt, records = policy.config, policy.fmt, policy.records
     lab_eval = cfg.data == "lab"  # greedy lab accuracy during and after training (else: `metareason eval`)
@@ -194,7 +197,7 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
     n_update = cfg.update_n or G
     updates_per_step = cfg.epochs_per_batch * cfg.minibatches
     optimizer = make_optimizer(cfg.optimizer, cfg.steps * updates_per_step)
-    state = init_state(policy.params, optimizer, cfg.seed)
+    state = place.state(init_state(policy.params, optimizer, cfg.seed), model_cfg, optimizer)
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
     start = 0
     if cfg.resume:
@@ -212,54 +215,56 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
 
     pbar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="grpo", unit="step")
     try:
-        for step in pbar:
-            t0 = time.perf_counter()
-            keys = jax.random.split(jax.random.fold_in(root, step), 3)  # sampling, update mask, minibatch order
-            qs = schedule[step]
-            tokens, lengths = sample_rollouts(state.params, model_cfg, [prompts[q] for q in qs], group=G,
-                                              width=width, sampling=sampling, key=keys[0])
-            verdicts = [fmt.verdict(tokens[b, :lengths[b]], records[qs[b // G]]) for b in range(Q * G)]
-            rewards = np.asarray([v.reward for v in verdicts], np.float32).reshape(Q, G)
-            batch = rollout_batch([prompts[q] for q in qs], tokens, lengths, group=G, width=width)
-            batch["advantages"] = np.asarray(group_advantages(rewards, cfg.advantage)).reshape(-1)
-            batch["update_mask"] = np.asarray(update_mask(keys[1], Q, G, n_update))
-            batch["old_logprobs"] = np.asarray(logprobs(state.params, batch["tokens"])[0]) * batch["loss_mask"]
-            batch["ref_logprobs"] = (np.asarray(logprobs(ref_params, batch["tokens"])[0]) * batch["loss_mask"]
-                                     if cfg.loss.kl_coef > 0 else batch["old_logprobs"])
-            t_roll = time.perf_counter() - t0
-            ms = []
-            for epoch in range(cfg.epochs_per_batch):
-                order = np.asarray(jax.random.permutation(jax.random.fold_in(keys[2], epoch), Q * G))
-                for part in np.split(order, cfg.minibatches):
-                    mb = {k: v[part] for k, v in batch.items()}
-                    state, m = step_fn(state, mb)
-                    if not bool(m["finite"]):
-                        raise TrainingDiverged.at(m, f"step {step + 1} (rollout batch {step}, pass {epoch})", ckpt)
-                    ms.append(jax.device_get(m))
-            done = step + 1
-            if done % cfg.log_every == 0 or done == cfg.steps:
-                std = rewards.std(axis=1)
-                row = {"reward": float(rewards.mean()), "accuracy": float(np.mean([v.correct for v in verdicts])),
-                       "format_rate": float(np.mean([v.well_formed for v in verdicts])),
-                       "mean_length": float(lengths.mean()), "zero_advantage_groups": float(np.mean(std == 0)),
-                       "lr": float(cfg.optimizer.schedule(cfg.steps * updates_per_step)(int(state.step))),
-                       "rollout_seconds": t_roll, "step_seconds": time.perf_counter() - t0}
-                for k in ("loss", "policy_loss", "kl", "entropy", "clip_fraction", "ratio", "grad_norm"):
-                    row[k] = float(np.mean([m[k] for m in ms]))
-                metrics.write(done, "train", row)
-                pbar.set_postfix(reward=f"{row['reward']:.3f}", acc=f"{row['accuracy']:.2f}")
-            if val and done % cfg.eval_every == 0 and done != cfg.steps:
-                metrics.write(done, "validation", flat_eval(lab_accuracy(state.params, model_cfg, val)))
-            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-                ckpt.save(done, state, {"step": done})
+        with place.context():
+            for step in pbar:
+                t0 = time.perf_counter()
+                keys = jax.random.split(jax.random.fold_in(root, step), 3)  # sampling, update mask, minibatch order
+                qs = schedule[step]
+                tokens, lengths = sample_rollouts(state.params, model_cfg, [prompts[q] for q in qs], group=G,
+                                                  width=width, sampling=sampling, key=keys[0])
+                verdicts = [fmt.verdict(tokens[b, :lengths[b]], records[qs[b // G]]) for b in range(Q * G)]
+                rewards = np.asarray([v.reward for v in verdicts], np.float32).reshape(Q, G)
+                batch = rollout_batch([prompts[q] for q in qs], tokens, lengths, group=G, width=width)
+                batch["advantages"] = np.asarray(group_advantages(rewards, cfg.advantage)).reshape(-1)
+                batch["update_mask"] = np.asarray(update_mask(keys[1], Q, G, n_update))
+                batch["old_logprobs"] = np.asarray(logprobs(state.params, batch["tokens"])[0]) * batch["loss_mask"]
+                batch["ref_logprobs"] = (np.asarray(logprobs(ref_params, batch["tokens"])[0]) * batch["loss_mask"]
+                                         if cfg.loss.kl_coef > 0 else batch["old_logprobs"])
+                t_roll = time.perf_counter() - t0
+                ms = []
+                for epoch in range(cfg.epochs_per_batch):
+                    order = np.asarray(jax.random.permutation(jax.random.fold_in(keys[2], epoch), Q * G))
+                    for part in np.split(order, cfg.minibatches):
+                        mb = {k: v[part] for k, v in batch.items()}
+                        state, m = step_fn(state, place.batch(mb))
+                        if not bool(m["finite"]):
+                            raise TrainingDiverged.at(m, f"step {step + 1} (rollout batch {step}, pass {epoch})", ckpt)
+                        ms.append(jax.device_get(m))
+                done = step + 1
+                if done % cfg.log_every == 0 or done == cfg.steps:
+                    std = rewards.std(axis=1)
+                    row = {"reward": float(rewards.mean()), "accuracy": float(np.mean([v.correct for v in verdicts])),
+                           "format_rate": float(np.mean([v.well_formed for v in verdicts])),
+                           "mean_length": float(lengths.mean()), "zero_advantage_groups": float(np.mean(std == 0)),
+                           "lr": float(cfg.optimizer.schedule(cfg.steps * updates_per_step)(int(state.step))),
+                           "rollout_seconds": t_roll, "step_seconds": time.perf_counter() - t0}
+                    for k in ("loss", "policy_loss", "kl", "entropy", "clip_fraction", "ratio", "grad_norm"):
+                        row[k] = float(np.mean([m[k] for m in ms]))
+                    metrics.write(done, "train", row)
+                    pbar.set_postfix(reward=f"{row['reward']:.3f}", acc=f"{row['accuracy']:.2f}")
+                if val and done % cfg.eval_every == 0 and done != cfg.steps:
+                    metrics.write(done, "validation", flat_eval(lab_accuracy(state.params, model_cfg, val)))
+                if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                    ckpt.save(done, state, {"step": done})
     finally:
         pbar.close()
         ckpt.close()
     summary: dict[str, Any] = {"steps": cfg.steps, "out": str(out), "start": policy.source,
                                "params": model_cfg.num_params()}
     if cfg.final_eval and lab_eval:
-        summary.update(final_evaluation(state.params, model_cfg, lambda s: list(lab_records(cfg.lab, s)), cfg.lab,
-                                         cfg.eval_questions, metrics, cfg.steps))
+        with place.context():
+            summary.update(final_evaluation(state.params, model_cfg, lambda s: list(lab_records(cfg.lab, s)),
+                                            cfg.lab, cfg.eval_questions, metrics, cfg.steps))
     metrics.close()
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

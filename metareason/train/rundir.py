@@ -29,12 +29,16 @@ class RunOptions:
     """Seed of the model init, the data order and the sampling."""
     final_eval: bool = True
     """Greedy accuracy on validation / test (/ heldout) at the end, into summary.json."""
+    mesh: str = ""
+    """Device mesh DATAxFSDPxTENSOR[/DCN_DATAxDCN_FSDPxDCN_TENSOR] (-1: the rest), e.g. 1x-1x1 for
+    FSDP over every device; "" runs on one device. How, not what: a run may resume on another mesh."""
 
     def to_json(self) -> dict:
-        """The config as config.json holds it (`resume` left out: it is how, not what, to run)."""
+        """The config as config.json holds it (`resume` and `mesh` left out: how, not what, to run)."""
         d = dataclasses.asdict(self)
         d["out"] = str(d["out"])
         d.pop("resume")
+        d.pop("mesh")
         return d
 
 

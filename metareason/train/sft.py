@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from metareason.model import ModelConfig, init
+from metareason.parallel import Placement
 from metareason.tasks.lab import LabConfig, encode_example
 from metareason.train.checkpoint import Checkpointer, abstract_like
 from metareason.train.evaluation import final_evaluation, first_per_family, flat_eval, lab_accuracy
@@ -108,13 +109,15 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
 
     out = open_run_dir(cfg.out, cfg.to_json(), cfg.resume)
 
+    place = Placement.from_text(cfg.mesh)
     if cfg.init:
         _, model_cfg, params, _ = load_run(cfg.init)
+        params = place.params(params, model_cfg)
     else:
         model_cfg = model_preset(cfg.model)
-        params = init(model_cfg, jax.random.key(cfg.seed))
+        params = place.init(model_cfg, jax.random.key(cfg.seed))
     optimizer = make_optimizer(cfg.optimizer, cfg.steps)
-    state = init_state(params, optimizer, cfg.seed)
+    state = place.state(init_state(params, optimizer, cfg.seed), model_cfg, optimizer)
     (out / "model_config.json").write_text(json.dumps(dataclasses.asdict(model_cfg), indent=2))
     if cfg.k_trajectories > cfg.lab.trajectories_per_question:
         raise ValueError(f"k_trajectories={cfg.k_trajectories} exceeds the lab's trajectories_per_question="
@@ -140,33 +143,35 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     t0, tokens_seen = time.perf_counter(), 0
     pbar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="sft", unit="step")
     try:
-        for step in pbar:
-            batch = next(batches)
-            state, m = step_fn(state, batch)
-            if not bool(m["finite"]):
-                raise TrainingDiverged.at(m, f"step {step + 1} (batch {step} of the data stream)", ckpt)
-            tokens_seen += int(np.asarray(batch["loss_mask"]).sum())
-            done = step + 1
-            if done % cfg.log_every == 0 or done == cfg.steps:
-                m = jax.device_get(m)
-                row = {"loss": float(m["loss"]), "token_accuracy": float(m["accuracy"]),
-                       "grad_norm": float(m["grad_norm"]), "lr": float(cfg.optimizer.schedule(cfg.steps)(done)),
-                       "trained_tokens_per_s": tokens_seen / (time.perf_counter() - t0)}
-                metrics.write(done, "train", row)
-                pbar.set_postfix(loss=f"{row['loss']:.3f}")
-            if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
-                res = lab_accuracy(state.params, model_cfg, val)
-                metrics.write(done, "validation", flat_eval(res))
-            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-                ckpt.save(done, state, {"data": batches.get_state()})
+        with place.context():
+            for step in pbar:
+                batch = next(batches)
+                state, m = step_fn(state, place.batch(batch))
+                if not bool(m["finite"]):
+                    raise TrainingDiverged.at(m, f"step {step + 1} (batch {step} of the data stream)", ckpt)
+                tokens_seen += int(np.asarray(batch["loss_mask"]).sum())
+                done = step + 1
+                if done % cfg.log_every == 0 or done == cfg.steps:
+                    m = jax.device_get(m)
+                    row = {"loss": float(m["loss"]), "token_accuracy": float(m["accuracy"]),
+                           "grad_norm": float(m["grad_norm"]), "lr": float(cfg.optimizer.schedule(cfg.steps)(done)),
+                           "trained_tokens_per_s": tokens_seen / (time.perf_counter() - t0)}
+                    metrics.write(done, "train", row)
+                    pbar.set_postfix(loss=f"{row['loss']:.3f}")
+                if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
+                    res = lab_accuracy(state.params, model_cfg, val)
+                    metrics.write(done, "validation", flat_eval(res))
+                if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                    ckpt.save(done, state, {"data": batches.get_state()})
     finally:
         pbar.close()
         ckpt.close()
     summary: dict[str, Any] = {"steps": cfg.steps, "out": str(out), "model": cfg.model,
                                "params": model_cfg.num_params(), "style": cfg.lab.style}
     if cfg.final_eval:
-        summary.update(final_evaluation(state.params, model_cfg, sources, cfg.lab, cfg.eval_questions, metrics,
-                                        cfg.steps))
+        with place.context():
+            summary.update(final_evaluation(state.params, model_cfg, sources, cfg.lab, cfg.eval_questions, metrics,
+                                            cfg.steps))
     metrics.close()
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

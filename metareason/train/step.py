@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from metareason.model import ModelConfig
+from metareason.parallel import constrain_state
 from metareason.train.loss import sft_loss
 from metareason.train.state import TrainState
 
@@ -25,7 +26,11 @@ def make_train_step(config: ModelConfig, optimizer: optax.GradientTransformation
 
     If the loss or the gradient norm is not finite, the returned state is the input state
     (nothing is committed) and metrics["finite"] is False, so the caller can stop with the
-    last good state still in hand."""
+    last good state still in hand.
+
+    On a mesh (called under `metareason.parallel.use_mesh`, with the state and batch sharded by
+    `metareason.parallel`), the new state is pinned to the params' layout, so the step runs
+    as FSDP / tensor / data parallel and its outputs alias its donated inputs."""
 
     @functools.partial(jax.jit, donate_argnums=0)
     def step(state: TrainState, batch):
@@ -37,7 +42,7 @@ def make_train_step(config: ModelConfig, optimizer: optax.GradientTransformation
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         new = TrainState(state.step + 1, params, opt_state, state.rng)
         new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
-        return new, dict(metrics, grad_norm=grad_norm, finite=finite)
+        return constrain_state(new, config, optimizer), dict(metrics, grad_norm=grad_norm, finite=finite)
 
     return step
 

@@ -1,0 +1,152 @@
+"""Memory arithmetic per device: what a training step, a sampler or a probe needs on a mesh.
+
+    est = train_step_memory(config, batch=256, seq=4096, mesh={"data": 1, "fsdp": 64, "tensor": 4})
+    print(est.table())          # params, gradients, optimizer, activations, logits, total (GiB)
+
+Params, gradients and optimizer state are exact: each tensor's bytes divided by the mesh axes
+its sharding splits it over (the same rules as `metareason.parallel.rules`, so a dimension the
+axes do not divide stays whole). Activations are an estimate from the model's code (which tensors
+the backward pass keeps, per layer and token; see `_layer_activation_floats`); the compiler's
+scheduling moves the true peak around it (tests/parallel/test_memory.py checks the estimate
+against `compiled.memory_analysis()` of the real step on scaled-down models).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from types import SimpleNamespace
+from typing import Mapping
+
+
+from metareason.parallel.rules import param_axes, spec_for
+
+__all__ = ["MemoryEstimate", "param_bytes_per_device", "train_step_memory", "sampling_memory"]
+
+_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
+GiB = 2 ** 30
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes per device, by kind."""
+
+    params: int
+    gradients: int = 0
+    optimizer: int = 0
+    activations: int = 0
+    kv_cache: int = 0
+    logits: int = 0
+
+    @property
+    def state(self) -> int:
+        """What lives across steps (a train step's arguments): params and optimizer state."""
+        return self.params + self.optimizer
+
+    @property
+    def total(self) -> int:
+        return self.params + self.gradients + self.optimizer + self.activations + self.kv_cache + self.logits
+
+    def table(self) -> str:
+        rows = [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)] + [("total", self.total)]
+        return "\n".join(["| per device | GiB |", "|---|---|"] +
+                         [f"| {name} | {value / GiB:.2f} |" for name, value in rows if value or name == "total"])
+
+
+def _mesh(mesh: Mapping[str, int]):
+    names = tuple(mesh)
+    return SimpleNamespace(axis_names=names, axis_sizes=tuple(int(mesh[n]) for n in names))
+
+
+def _split(spec, sizes: dict[str, int]) -> int:
+    """How many ways a `PartitionSpec` splits an array."""
+    n = 1
+    for entry in spec:
+        for axis in ((entry,) if isinstance(entry, str) else (entry or ())):
+            n *= sizes[axis]
+    return n
+
+
+def param_bytes_per_device(config, mesh: Mapping[str, int], dtype: str | None = None) -> int:
+    """Bytes of one copy of the params (in `dtype`, default the params' dtype) on one device of
+    `mesh` ({axis: size}), laid out by the logical-axis rules."""
+    from metareason.model.params import _shapes, flatten
+
+    m = _mesh(mesh)
+    sizes = dict(zip(m.axis_names, m.axis_sizes))
+    axes = flatten(param_axes(config))
+    width = _BYTES[dtype or config.param_dtype]
+    total = 0
+    for path, shape in _shapes(config).items():
+        elems = math.prod(shape)
+        total += elems * width // _split(spec_for(axes[path], shape, m), sizes)
+    return total
+
+
+def _local(n: int, ways: int) -> int:
+    return n // ways if n % ways == 0 else n
+
+
+def _layer_activation_floats(config, b: int, s: int, h: int, k: int, f: int) -> float:
+    """Values one layer keeps for its backward pass, for b sequences of s tokens with h query
+    heads, k kv heads and an MLP width f on this device (no rematerialisation):
+
+    - per token, of width D: the layer input, the normalised input, the attention output, the
+      residual after attention and its normalised copy (5 D); q, k, v and their rotated copies
+      (2 (h + 2 k) Dh); the heads' outputs before o_proj (h Dh);
+    - per token, of width F: gate, up, silu(gate) and their product (4 f);
+    - per head pair of tokens: the scores, the masked scores and the softmax (3 b h s^2), which
+      is why attention memory grows with the square of the sequence."""
+    D, Dh = config.hidden_size, config.head_dim
+    tokens = b * s
+    per_token = 5 * D + 2 * (h + 2 * k) * Dh + h * Dh + 4 * f
+    return tokens * per_token + 3 * b * h * s * s
+
+
+def train_step_memory(config, *, batch: int, seq: int, mesh: Mapping[str, int] | None = None,
+                      optimizer_moments: int = 2, optimizer_dtype: str = "float32") -> MemoryEstimate:
+    """Per-device memory of `metareason.train.step` (AdamW: two moments) on `batch` packed rows of
+    `seq` tokens, on `mesh` ({"data": .., "fsdp": .., "tensor": ..}; default one device).
+
+    Activations follow `config.remat`: "none" keeps every layer's tensors; "full" keeps each
+    layer's input and recomputes one layer at a time in the backward pass; "dots" /
+    "dots_no_batch" keep the matmul outputs (about half)."""
+    mesh = dict(mesh or {"data": 1, "fsdp": 1, "tensor": 1})
+    t = mesh.get("tensor", 1)
+    b = _local(batch, mesh.get("data", 1) * mesh.get("fsdp", 1))
+    h, k, f = _local(config.num_heads, t), _local(config.num_kv_heads, t), _local(config.intermediate_size, t)
+    act_width = _BYTES[config.compute_dtype]
+    params = param_bytes_per_device(config, mesh)
+    grads = param_bytes_per_device(config, mesh, "float32")
+    opt = optimizer_moments * param_bytes_per_device(config, mesh, optimizer_dtype)
+    layer = _layer_activation_floats(config, b, seq, h, k, f) * act_width
+    carry = b * seq * config.hidden_size * act_width
+    if config.remat == "none":
+        acts = config.num_layers * layer
+    elif config.remat == "full":
+        acts = config.num_layers * carry + layer
+    else:
+        acts = config.num_layers * layer // 2
+    v = _local(config.vocab_size, t)
+    logits = 3 * b * seq * v * 4  # float32 logits, their log-softmax and its gradient
+    return MemoryEstimate(params=params, gradients=grads, optimizer=opt, activations=int(acts), logits=logits)
+
+
+def sampling_memory(config, *, batch: int, max_len: int, mesh: Mapping[str, int] | None = None,
+                    cache_dtype: str | None = None) -> MemoryEstimate:
+    """Per-device memory of `metareason.sample.generate`: params, the KV cache [L, B, K, T, Dh] for
+    `batch` rows of `max_len` slots (split on "batch" and "kv_heads"), and one step's logits."""
+    mesh = dict(mesh or {"data": 1, "fsdp": 1, "tensor": 1})
+    t = mesh.get("tensor", 1)
+    b = _local(batch, mesh.get("data", 1) * mesh.get("fsdp", 1))
+    k = _local(config.num_kv_heads, t)
+    width = _BYTES[cache_dtype or config.compute_dtype]
+    cache = 2 * config.num_layers * b * k * max_len * config.head_dim * width
+    return MemoryEstimate(params=param_bytes_per_device(config, mesh), kv_cache=int(cache),
+                          logits=b * _local(config.vocab_size, t) * 4)
+
+
+def gib(x: float) -> str:
+    return f"{x / GiB:.2f}"
+
+
