@@ -22,7 +22,7 @@ FAMILIES = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM", "qwen3": "
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 
 #: Attention kernels: "xla" (einsum + float32 softmax, any mask) and "cudnn" (GPU fused kernel).
-ATTENTION_IMPLS = ("xla", "cudnn")
+ATTENTION_IMPLS = ("xla", "chunked", "cudnn")
 
 _DTYPES = ("float32", "bfloat16", "float16", "float64")
 
@@ -90,7 +90,14 @@ class ModelConfig:
     param_dtype: str = "float32"
     compute_dtype: str = "float32"
     remat: str = "none"
-    attention_impl: str = "xla"  # "xla" (any mask, exact softmax) or "cudnn" (fused kernel, GPU)
+    # "xla" (any mask, exact softmax), "chunked" (the same in query blocks of attention_chunk,
+    # each recomputed in the backward pass: memory O(chunk x T), not O(S x T); any backend) or
+    # "cudnn" (fused kernel, GPU)
+    attention_impl: str = "xla"
+    attention_chunk: int = 512
+    # the training losses' logits, this many tokens at a time, each block recomputed in the
+    # backward pass (memory O(chunk x V), not O(S x V)); 0: all at once
+    loss_chunk: int = 0
     # layers per iteration of the layer scan (no cache); num_layers unrolls it fully, which saves
     # the stacked residual buffers of the backward pass (faster for small models, longer compiles)
     scan_unroll: int = 1
@@ -99,7 +106,7 @@ class ModelConfig:
         if self.family not in FAMILIES:
             raise ConfigError(f"unsupported model family {self.family!r} (supported: {', '.join(FAMILIES)})")
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
-                     "num_kv_heads", "max_position_embeddings", "scan_unroll"):
+                     "num_kv_heads", "max_position_embeddings", "scan_unroll", "attention_chunk"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"config field {name} must be a positive int, got {value!r}")
@@ -116,6 +123,8 @@ class ModelConfig:
                 raise ConfigError(f"config field {name} must be one of {_DTYPES}, got {getattr(self, name)!r}")
         if self.remat not in REMAT_POLICIES:
             raise ConfigError(f"config field remat must be one of {REMAT_POLICIES}, got {self.remat!r}")
+        if not isinstance(self.loss_chunk, int) or self.loss_chunk < 0:
+            raise ConfigError(f"config field loss_chunk must be an int >= 0, got {self.loss_chunk!r}")
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ConfigError(f"config field attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
         if isinstance(self.rope_scaling, Mapping):  # convenience: accept a dict

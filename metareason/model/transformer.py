@@ -75,14 +75,17 @@ def segment_positions(segment_ids: jax.Array) -> jax.Array:
     return idx - start_idx
 
 
-def _attention(q, k, v, mask, compute_dtype, impl):
+def _attention(q, k, v, mask, compute_dtype, impl, chunk=512):
     """q: [B, S, H, Dh]; k, v: [B, K, T, Dh] (the cache's layout); mask: bool[B, S, T], or None for
     plain causal attention (S == T) -> [B, S, H, Dh].
 
     impl "xla": scores and softmax in float32 (float64 for float64); a query that sees no key
-    gets a uniform average, not NaN. impl "cudnn": `jax.nn.dot_product_attention`'s fused
-    cuDNN kernel (GPU, bf16/fp16), for speed at scale."""
+    gets a uniform average, not NaN. impl "chunked": the same, `chunk` queries at a time under
+    `jax.checkpoint`, so neither pass holds more than [B, H, chunk, T] scores. impl "cudnn":
+    `jax.nn.dot_product_attention`'s fused cuDNN kernel (GPU, bf16/fp16), for speed at scale."""
     B, S, H, Dh = q.shape
+    if impl == "chunked" and S > chunk:
+        return _chunked_attention(q, k, v, mask, compute_dtype, chunk)
     if impl == "cudnn":
         m = None if mask is None else mask[:, None]
         k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
@@ -100,6 +103,26 @@ def _attention(q, k, v, mask, compute_dtype, impl):
     probs = jax.nn.softmax(scores, axis=-1).astype(compute_dtype).reshape(B, K, G * S, T)
     out = jnp.einsum("bkqt,bktd->bkqd", probs, v, preferred_element_type=acc)
     return out.astype(compute_dtype).reshape(B, K, G, S, Dh).transpose(0, 3, 1, 2, 4).reshape(B, S, H, Dh)
+
+
+def _chunked_attention(q, k, v, mask, compute_dtype, chunk):
+    """`_attention` one block of `chunk` queries at a time (S padded to a multiple of it)."""
+    B, S, H, Dh = q.shape
+    T = k.shape[2]
+    n = -(-S // chunk)
+    pad = n * chunk - S
+    if mask is None:  # plain causal: query s sees keys t <= s (S == T)
+        mask = jnp.broadcast_to(jnp.tril(jnp.ones((S, T), bool))[None], (B, S, T))
+    q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0))).reshape(B, n, chunk, H, Dh)
+    mask = jnp.pad(mask, ((0, 0), (0, pad), (0, 0))).reshape(B, n, chunk, T)
+
+    @jax.checkpoint
+    def block(qm):
+        qc, mc = qm
+        return _attention(qc, k, v, mc, compute_dtype, "xla")
+
+    out = lax.map(block, (q.swapaxes(0, 1), mask.swapaxes(0, 1)))  # [n, B, chunk, H, Dh]
+    return out.swapaxes(0, 1).reshape(B, n * chunk, H, Dh)[:, :S]
 
 
 def _dense(x, p, spec):
@@ -152,7 +175,8 @@ def attention_block(config: ModelConfig, inv_freq, h, layer, kv=None, positions=
         k = lax.dynamic_update_slice_in_dim(kv[0], k.astype(kv[0].dtype), write_index, axis=2)
         v = lax.dynamic_update_slice_in_dim(kv[1], v.astype(kv[1].dtype), write_index, axis=2)
         kv = (k, v)
-    a = _attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, h.dtype, config.attention_impl)
+    a = _attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, h.dtype, config.attention_impl,
+                   config.attention_chunk)
     attn_out = _dense(a, attn["o_proj"], "bshe,hed->bsd")
     return h + attn_out, attn_out, kv
 

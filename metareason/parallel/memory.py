@@ -6,7 +6,7 @@
 Params, gradients and optimizer state are exact: each tensor's bytes divided by the mesh axes
 its sharding splits it over (the same rules as `metareason.parallel.rules`, so a dimension the
 axes do not divide stays whole). Activations are an estimate from the model's code (which tensors
-the backward pass keeps, per layer and token; see `_layer_activation_floats`); the compiler's
+the backward pass keeps, per layer and token; see `_layer_activation_bytes`); the compiler's
 scheduling moves the true peak around it (tests/parallel/test_memory.py checks the estimate
 against `compiled.memory_analysis()` of the real step on scaled-down models).
 """
@@ -87,8 +87,8 @@ def _local(n: int, ways: int) -> int:
     return n // ways if n % ways == 0 else n
 
 
-def _layer_activation_floats(config, b: int, s: int, h: int, k: int, f: int) -> float:
-    """Values one layer keeps for its backward pass, for b sequences of s tokens with h query
+def _layer_activation_bytes(config, b: int, s: int, h: int, k: int, f: int) -> int:
+    """Bytes of the values one layer keeps for its backward pass, for b sequences of s tokens with h query
     heads, k kv heads and an MLP width f on this device (no rematerialisation):
 
     - per token, of width D: the layer input, the normalised input, the attention output, the
@@ -96,11 +96,19 @@ def _layer_activation_floats(config, b: int, s: int, h: int, k: int, f: int) -> 
       (2 (h + 2 k) Dh); the heads' outputs before o_proj (h Dh);
     - per token, of width F: gate, up, silu(gate) and their product (4 f);
     - per head pair of tokens: the scores, the masked scores and the softmax (3 b h s^2), which
-      is why attention memory grows with the square of the sequence."""
+      is why attention memory grows with the square of the sequence ("xla"); with "chunked"
+      attention only one block of queries at a time (3 b h chunk s); with "cudnn" none (the
+      fused kernel keeps one log-sum-exp per query)."""
     D, Dh = config.hidden_size, config.head_dim
     tokens = b * s
     per_token = 5 * D + 2 * (h + 2 * k) * Dh + h * Dh + 4 * f
-    return tokens * per_token + 3 * b * h * s * s
+    if config.attention_impl == "cudnn":
+        scores = b * h * s
+    elif config.attention_impl == "chunked":
+        scores = 3 * b * h * min(config.attention_chunk, s) * s
+    else:
+        scores = 3 * b * h * s * s
+    return tokens * per_token * _BYTES[config.compute_dtype] + scores * 4  # scores in float32
 
 
 def train_step_memory(config, *, batch: int, seq: int, mesh: Mapping[str, int] | None = None,
@@ -117,9 +125,9 @@ def train_step_memory(config, *, batch: int, seq: int, mesh: Mapping[str, int] |
     h, k, f = _local(config.num_heads, t), _local(config.num_kv_heads, t), _local(config.intermediate_size, t)
     act_width = _BYTES[config.compute_dtype]
     params = param_bytes_per_device(config, mesh)
-    grads = param_bytes_per_device(config, mesh, "float32")
+    grads = params  # gradients come in the params' dtype
     opt = optimizer_moments * param_bytes_per_device(config, mesh, optimizer_dtype)
-    layer = _layer_activation_floats(config, b, seq, h, k, f) * act_width
+    layer = _layer_activation_bytes(config, b, seq, h, k, f)
     carry = b * seq * config.hidden_size * act_width
     if config.remat == "none":
         acts = config.num_layers * layer
@@ -128,7 +136,8 @@ def train_step_memory(config, *, batch: int, seq: int, mesh: Mapping[str, int] |
     else:
         acts = config.num_layers * layer // 2
     v = _local(config.vocab_size, t)
-    logits = 3 * b * seq * v * 4  # float32 logits, their log-softmax and its gradient
+    # float32 logits, their log-softmax and its gradient, for every token or one chunk of them
+    logits = 3 * b * min(seq, config.loss_chunk or seq) * v * 4
     return MemoryEstimate(params=params, gradients=grads, optimizer=opt, activations=int(acts), logits=logits)
 
 

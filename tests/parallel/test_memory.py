@@ -37,11 +37,14 @@ def _compiled(config, B, S, mesh=None):
         return step.lower(state, batch).compile().memory_analysis()
 
 
-@pytest.mark.parametrize("remat, B, S", [("none", 4, 256), ("full", 8, 512),
-                                         pytest.param("none", 8, 512, marks=pytest.mark.slow),
-                                         pytest.param("dots", 16, 128, marks=pytest.mark.slow)])
-def test_train_step_memory_matches_the_compiled_step(remat, B, S):
-    config = SMALL.replace(remat=remat)
+@pytest.mark.parametrize("remat, impl, B, S", [
+    ("none", "xla", 4, 256), ("full", "chunked", 2, 1024),
+    pytest.param("full", "xla", 8, 512, marks=pytest.mark.slow),
+    pytest.param("none", "xla", 8, 512, marks=pytest.mark.slow),
+    pytest.param("none", "chunked", 2, 1024, marks=pytest.mark.slow),
+    pytest.param("dots", "xla", 16, 128, marks=pytest.mark.slow)])
+def test_train_step_memory_matches_the_compiled_step(remat, impl, B, S):
+    config = SMALL.replace(remat=remat, attention_impl=impl, attention_chunk=128, max_position_embeddings=2048)
     got = _compiled(config, B, S)
     est = train_step_memory(config, batch=B, seq=S)
     # the arguments are the params, Adam's two moments, 20 bytes of step and RNG, and the batch
