@@ -30,7 +30,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from metareason.model import ModelConfig, apply
+from metareason.model import ModelConfig, hidden_states
+from metareason.train.loss import token_scores
 
 __all__ = ["GRPOLossConfig", "AGGREGATIONS", "ADVANTAGES", "group_advantages", "update_mask", "token_logprobs",
            "grpo_loss"]
@@ -99,11 +100,11 @@ def token_logprobs(params: Any, tokens: jax.Array, *, config: ModelConfig,
                    temperature: float = 1.0) -> tuple[jax.Array, jax.Array]:
     """(logp, entropy), each float32[B, S]: logp[:, s] = log p(tokens[:, s] | tokens[:, :s]) under
     the logits divided by `temperature`, entropy[:, s] the entropy of that distribution; column 0
-    (no context) is 0. Rows are right-padded, so padding never affects a real token."""
-    logits = apply(params, tokens, config=config).logits[:, :-1].astype(jnp.float32) / temperature
-    logz = jax.nn.log_softmax(logits, axis=-1)
-    logp = jnp.take_along_axis(logz, tokens[:, 1:, None], axis=-1)[..., 0]
-    entropy = -(jnp.exp(logz) * logz).sum(-1)
+    (no context) is 0. Rows are right-padded, so padding never affects a real token. With
+    `config.loss_chunk` the logits are computed a chunk of positions at a time (`token_scores`)."""
+    hidden, _ = hidden_states(params, tokens, config=config)
+    logp, entropy, _ = token_scores(params, hidden[:, :-1], tokens[:, 1:], config=config, chunk=config.loss_chunk,
+                                    temperature=temperature)
     zero = jnp.zeros_like(logp[:, :1])
     return jnp.concatenate([zero, logp], 1), jnp.concatenate([zero, entropy], 1)
 

@@ -10,7 +10,7 @@ from jax import lax
 
 from metareason.model import ModelConfig, apply, hidden_states, output_logits
 
-__all__ = ["next_token_loss", "chunked_next_token_loss", "sft_loss"]
+__all__ = ["next_token_loss", "token_scores", "sft_loss"]
 
 
 def next_token_loss(logits: jax.Array, batch: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -36,34 +36,35 @@ def _targets(batch):
     return tokens[:, 1:], weight
 
 
-def chunked_next_token_loss(params: Any, hidden: jax.Array, batch: dict[str, jax.Array], *, config: ModelConfig,
-                            chunk: int) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """`next_token_loss` from the final hidden states [B, S, D] (`hidden_states`), computing the
-    logits `chunk` positions at a time under `jax.checkpoint`: the [B, S, V] logits never exist,
-    in either pass. Equal to `next_token_loss(output_logits(hidden))` up to float rounding."""
-    targets, weight = _targets(batch)
-    B, S1 = targets.shape
-    n = -(-S1 // chunk)
-    pad = n * chunk - S1
+def token_scores(params: Any, hidden: jax.Array, targets: jax.Array, *, config: ModelConfig, chunk: int = 0,
+                 temperature: float = 1.0) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per-position scores of `targets` int[B, N] from the final hidden states float[B, N, D]
+    (`hidden_states`; position n predicts targets[:, n]): (logp, entropy, correct), each
+    float32[B, N], under the logits divided by `temperature`; correct is 1 where the argmax is
+    the target.
+
+    With `chunk` > 0 the logits are computed `chunk` positions at a time under `jax.checkpoint`,
+    so the [B, N, V] logits never exist in either pass (memory O(B x chunk x V))."""
+
+    def score(h, t):
+        logits = output_logits(params, h, config=config).astype(jnp.float32) / temperature
+        logz = jax.nn.log_softmax(logits, axis=-1)
+        logp = jnp.take_along_axis(logz, t[..., None], axis=-1)[..., 0]
+        entropy = -(jnp.exp(logz) * logz).sum(-1)
+        return logp, entropy, (jnp.argmax(logits, axis=-1) == t).astype(jnp.float32)
+
+    B, N = targets.shape
+    if not chunk or N <= chunk:
+        return score(hidden, targets)
+    n = -(-N // chunk)
+    pad = n * chunk - N
 
     def blocks(x):
         x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
         return x.reshape(B, n, chunk, *x.shape[2:]).swapaxes(0, 1)
 
-    @jax.checkpoint
-    def one(xs):
-        h, t, w = xs
-        logits = output_logits(params, h, config=config)
-        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-        nll = -jnp.take_along_axis(logp, t[..., None], axis=-1)[..., 0]
-        correct = (jnp.argmax(logits, axis=-1) == t).astype(jnp.float32)
-        return (nll * w).sum(), (correct * w).sum()
-
-    nll, correct = lax.map(one, (blocks(hidden[:, :-1]), blocks(targets), blocks(weight)))
-    count = weight.sum()
-    denom = jnp.maximum(count, 1.0)
-    loss = nll.sum() / denom
-    return loss, {"loss": loss, "tokens": count, "accuracy": correct.sum() / denom}
+    out = lax.map(jax.checkpoint(lambda xs: score(*xs)), (blocks(hidden), blocks(targets)))
+    return tuple(x.swapaxes(0, 1).reshape(B, n * chunk)[:, :N] for x in out)
 
 
 def sft_loss(params: Any, batch: dict[str, jax.Array], *, config: ModelConfig):
@@ -73,7 +74,12 @@ def sft_loss(params: Any, batch: dict[str, jax.Array], *, config: ModelConfig):
     if config.loss_chunk and S - 1 > config.loss_chunk:
         hidden, _ = hidden_states(params, batch["tokens"], config=config, segment_ids=batch["segment_ids"],
                                   positions=batch["positions"])
-        return chunked_next_token_loss(params, hidden, batch, config=config, chunk=config.loss_chunk)
+        targets, weight = _targets(batch)
+        logp, _, correct = token_scores(params, hidden[:, :-1], targets, config=config, chunk=config.loss_chunk)
+        count = weight.sum()
+        denom = jnp.maximum(count, 1.0)
+        loss = -(logp * weight).sum() / denom
+        return loss, {"loss": loss, "tokens": count, "accuracy": (correct * weight).sum() / denom}
     logits = apply(params, batch["tokens"], config=config, segment_ids=batch["segment_ids"],
                    positions=batch["positions"]).logits
     return next_token_loss(logits, batch)

@@ -31,6 +31,16 @@ def test_chunked_loss_equals_the_plain_loss_and_gradient():
         np.testing.assert_allclose(x, y, atol=1e-7, rtol=1e-5)
 
 
+def test_chunked_grpo_logprobs_and_entropy_equal_the_plain_ones():
+    from metareason.train.grpo import token_logprobs
+
+    params, b = init(CFG, jax.random.key(1)), _batch()
+    want = token_logprobs(params, b["tokens"], config=CFG, temperature=0.7)
+    got = token_logprobs(params, b["tokens"], config=CFG.replace(loss_chunk=6), temperature=0.7)
+    for x, y in zip(got, want):
+        np.testing.assert_allclose(x, y, atol=1e-5, rtol=1e-5)
+
+
 def test_chunked_loss_never_holds_the_logits():
     cfg = CFG.replace(vocab_size=8192, attention_impl="chunked", attention_chunk=64)  # no [S, S] scores either
     params = jax.eval_shape(lambda: init(cfg, jax.random.key(0)))
