@@ -4,6 +4,7 @@ its fields and docstrings into flags and help); the work lives in library functi
     metareason selfcheck
     metareason train --preset arith-long --steps 800 --out runs/my-run
     metareason train --preset arith-long --out runs/my-run --resume
+    metareason train --init path/to/hf-model --data generations.jsonl --out runs/my-hf-sft
     metareason rl --init runs/my-run --out runs/my-grpo
     metareason eval --model runs/my-grpo --data lab:test lab:heldout --n 8 --k 1 4 8
     metareason probe --model runs/my-run --out runs/my-probe
@@ -37,11 +38,13 @@ def _preset_cli(argv: list[str], cls, presets: dict, default: str, prog: str, wh
 
 
 def _train(argv: list[str]) -> None:
-    """SFT on the synthetic lab (--preset NAME, --resume)."""
+    """SFT on the synthetic lab, or on a file's generations (--preset NAME, --init, --data FILE, --resume)."""
     from metareason.train.presets import train_presets
     from metareason.train.sft import SFTConfig, train_sft
 
-    train_sft(_preset_cli(argv, SFTConfig, train_presets(), "lab", "metareason train", "SFT on the synthetic lab."))
+    train_sft(_preset_cli(argv, SFTConfig, train_presets(), "lab", "metareason train",
+                         "SFT on the synthetic lab, or (--init MODEL_OR_RUN --data FILE) on the generations of a "
+                         ".jsonl / .parquet file."))
 
 
 def _rl(argv: list[str]) -> None:

@@ -1,14 +1,17 @@
 """How a model is prompted and judged: the lab's vocabulary and layout, or a Hugging Face
-tokenizer with its chat template and answers in \\boxed{}. Evaluation and GRPO share these.
+tokenizer with its chat template and answers in \\boxed{}. Evaluation, SFT and GRPO share these.
 
     fmt = LabFormat()                                    # or HFFormat(HFTokenizer.from_dir(d))
     ids = fmt.prompt(record)                             # list[int]: what the model continues
     v = fmt.verdict(generated_ids, record)               # Verdict(answer, correct, well_formed)
+    ex = fmt.example(record)                             # SFT: prompt + record["trajectory"], loss mask
 """
 
 from __future__ import annotations
 
 from typing import Protocol, Sequence
+
+import numpy as np
 
 from metareason.evaluate.rewards import Verdict, lab_verdict, math_verdict
 
@@ -27,6 +30,8 @@ class Format(Protocol):
     def verdict(self, ids: Sequence[int], record: dict) -> Verdict: ...
 
     def decode(self, ids: Sequence[int]) -> str: ...
+
+    def example(self, record: dict) -> dict[str, np.ndarray]: ...
 
 
 class LabFormat:
@@ -50,6 +55,13 @@ class LabFormat:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.vocab.decode([int(i) for i in ids])
+
+    def example(self, record: dict) -> dict[str, np.ndarray]:
+        """An SFT example: tokens int32[n] of `<bos> question <think> trajectory </think> answer
+        template <eos>` and loss_mask int32[n], 1 on every token after `<think>`
+        (`metareason.tasks.lab.encode_example`)."""
+        from metareason.tasks.lab import encode_example
+        return encode_example(record["question"], record["trajectory"], record["answer"], self.vocab)
 
 
 class HFFormat:
@@ -77,6 +89,18 @@ class HFFormat:
         text = self.tok.apply_chat_template([{"role": "user", "content": record["question"]}],
                                             add_generation_prompt=True)
         return self.tok.encode(text + self.think_prefix)
+
+    def example(self, record: dict) -> dict[str, np.ndarray]:
+        """An SFT example: tokens int32[n] = `prompt(record)` (loss 0), then the tokens of
+        record["trajectory"] (encoded on its own, as the model would sample it) and the first stop
+        token (the eos) (loss 1); loss_mask int32[n]. The trajectory is the whole generation: its
+        thinking, `delimiter` and final answer, as written."""
+        if not self.stop_tokens:
+            raise ValueError("this tokenizer has no eos token (nor <|im_end|> / <|endoftext|>) to end an example")
+        prompt = self.prompt(record)
+        rest = [*self.tok.encode(record["trajectory"]), self.stop_tokens[0]]
+        return {"tokens": np.asarray(prompt + rest, np.int32),
+                "loss_mask": np.asarray([0] * len(prompt) + [1] * len(rest), np.int32)}
 
     def decode(self, ids: Sequence[int]) -> str:
         ids = [int(i) for i in ids]

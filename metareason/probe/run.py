@@ -55,11 +55,19 @@ def _norm(ans: str | None) -> str | None:
 
 
 def load_model(path: Path):
-    """(kind "lab" | "hf", model config, params, extra): a lab run (its SFTConfig) or a HF directory (its tokenizer)."""
+    """(kind "lab" | "hf", model config, params, extra) of
+      - a training run (`metareason train` / `metareason rl`): kind "hf" with
+        extra {"tokenizer", "run", "step"} when it has a `tokenizer/` directory (a run started from a
+        Hugging Face model), else kind "lab" with extra {"run", "step"} (its SFTConfig / GRPOConfig);
+      - a Hugging Face directory: kind "hf" with extra {"tokenizer"}."""
     path = Path(path)
     if (path / "checkpoints").is_dir() and (path / "config.json").exists():
         from metareason.train.sft import load_run
         cfg, model_cfg, params, step = load_run(path)
+        if (path / "tokenizer").is_dir():
+            from metareason.tokenize.hf import HFTokenizer
+            return "hf", model_cfg, params, {"tokenizer": HFTokenizer.from_dir(path / "tokenizer"), "run": cfg,
+                                             "step": step}
         return "lab", model_cfg, params, {"run": cfg, "step": step}
     if (path / "config.json").exists():
         from metareason.model import load_hf_checkpoint

@@ -1,6 +1,7 @@
 """Outer loops. SFT: loss on packed batches, an AdamW train state, a NaN-guarded jitted step,
 orbax checkpoints with checksums, metrics (JSONL + TensorBoard), greedy lab evaluation, and
-the `metareason train` run (`SFTConfig`, `train_sft`). GRPO: group advantages, the update mask,
+the `metareason train` run (`SFTConfig`, `train_sft`: the lab, or a file of generations for a
+Hugging Face model). GRPO: group advantages, the update mask,
 the clipped policy loss with a k3 KL (`metareason.train.grpo`), and the `metareason rl` run
 (`GRPOConfig`, `train_grpo`).
 

@@ -12,6 +12,7 @@ only that many randomly chosen rollouts of each group enter the loss (E11).
       metrics.jsonl    per step: reward, accuracy, format rate, length, entropy, KL, clip fraction, ...
       tb/              TensorBoard event files
       checkpoints/     orbax steps (params, optimizer state, update count, RNG)
+      tokenizer/       the Hugging Face model's tokenizer (runs started from one; `load_model` reads it)
       summary.json     final greedy accuracy on validation / test (/ heldout)
 
 Start from a `metareason train` run (`--init RUN_DIR`: SFT then GRPO, E7), from a fresh model
@@ -41,7 +42,7 @@ from metareason.train.evaluation import final_evaluation, first_per_family, flat
 from metareason.train.grpo import ADVANTAGES, GRPOLossConfig, grpo_loss, group_advantages, token_logprobs, update_mask
 from metareason.train.metrics import MetricsWriter
 from metareason.train.presets import model_preset
-from metareason.train.rundir import RunOptions, open_run_dir
+from metareason.train.rundir import RunOptions, copy_tokenizer, open_run_dir
 from metareason.train.sft import TrainingDiverged, restore_params
 from metareason.train.state import OptimizerConfig, init_state, make_optimizer
 from metareason.train.step import make_train_step
@@ -116,6 +117,8 @@ class _Start:
     source: str
     fmt: Any
     records: list
+    kind: str = "lab"
+    """"lab" or "hf" (`metareason.probe.run.load_model`): an "hf" start's tokenizer is copied into the run."""
 
 
 def _start(cfg: GRPOConfig) -> _Start:
@@ -126,7 +129,7 @@ def _start(cfg: GRPOConfig) -> _Start:
 
     if cfg.init:
         kind, model_cfg, params, extra = load_model(Path(cfg.init))
-        source = f"{cfg.init}" + (f" (step {extra['step']})" if kind == "lab" else "")
+        source = f"{cfg.init}" + (f" (step {extra['step']})" if "step" in extra else "")
     else:
         kind, model_cfg = "lab", model_preset(cfg.model)
         params, source, extra = init(model_cfg, jax.random.key(cfg.seed)), f"fresh {cfg.model} (seed {cfg.seed})", {}
@@ -136,7 +139,7 @@ def _start(cfg: GRPOConfig) -> _Start:
         return _Start(model_cfg, params, source, LabFormat(), list(lab_records(cfg.lab, "train")))
     from metareason.data.manual import read_records
     fmt = LabFormat() if kind == "lab" else HFFormat(extra["tokenizer"], think_prefix=cfg.think_prefix)
-    return _Start(model_cfg, params, source, fmt, read_records(cfg.data).records)
+    return _Start(model_cfg, params, source, fmt, read_records(cfg.data).records, kind)
 
 
 def sample_rollouts(params: Any, config: ModelConfig, prompts: list[list[int]], *, group: int, width: int,
@@ -181,6 +184,8 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
 
     out = open_run_dir(cfg.out, cfg.to_json(), cfg.resume)
     policy = _start(cfg)
+    if policy.kind == "hf":
+        copy_tokenizer(cfg.init, out)
     place = Placement.from_text(cfg.mesh)
     policy = dataclasses.replace(policy, params=place.params(policy.params, policy.config))
     (out / "model_config.json").write_text(json.dumps(dataclasses.asdict(policy.config), indent=2))

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
-__all__ = ["open_run_dir", "RunOptions"]
+__all__ = ["open_run_dir", "RunOptions", "copy_tokenizer", "WEIGHT_FILES"]
+
+WEIGHT_FILES = ("config.json", "*.safetensors", "*.bin", "*.index.json", "*.pt")
+"""What `copy_tokenizer` leaves behind: the model's config and weights."""
 
 
 @dataclasses.dataclass
@@ -59,3 +63,21 @@ def open_run_dir(out: str | Path, config: dict, resume: bool) -> Path:
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     cfg_file.write_text(json.dumps(config, indent=2))
     return out
+
+
+def copy_tokenizer(model_dir: str | Path, out: str | Path) -> Path:
+    """Copies the tokenizer of a Hugging Face model directory (every file but `WEIGHT_FILES`:
+    tokenizer.json, tokenizer_config.json, chat_template.jinja, ...) into `out/tokenizer/`, so a
+    run started from it can be prompted, sampled and evaluated like the model itself
+    (`metareason.probe.run.load_model`). `model_dir` may also be a run directory that has a
+    `tokenizer/` of its own (a run started from such a run). Returns `out/tokenizer`."""
+    model_dir, dest = Path(model_dir), Path(out) / "tokenizer"
+    src = model_dir / "tokenizer" if (model_dir / "tokenizer").is_dir() else model_dir
+    files = [f for f in sorted(src.iterdir()) if f.is_file() and not any(f.match(p) for p in WEIGHT_FILES)]
+    if not any(f.name == "tokenizer.json" for f in files):
+        raise FileNotFoundError(f"{src} has no tokenizer.json to copy into {dest}")
+    if src.absolute() != dest.absolute():
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copyfile(f, dest / f.name)
+    return dest
