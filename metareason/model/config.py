@@ -150,6 +150,25 @@ class ModelConfig:
     def replace(self, **changes) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
 
+    # the fields that say how to compute, not what the model is (`with_overrides` may set them)
+    NUMERICS = ("param_dtype", "compute_dtype", "remat", "attention_impl", "attention_chunk", "loss_chunk",
+                "scan_unroll")
+
+    def with_overrides(self, text: str) -> "ModelConfig":
+        """This config with numerics fields set from "name=value,name=value" (e.g.
+        "compute_dtype=bfloat16,remat=full,attention_impl=chunked,loss_chunk=1024"); "" changes
+        nothing. Only `NUMERICS` fields may be set: the architecture comes with the weights."""
+        changes: dict[str, Any] = {}
+        for item in filter(None, (p.strip() for p in text.split(","))):
+            name, sep, value = item.partition("=")
+            if not sep or name not in self.NUMERICS:
+                raise ConfigError(f"model override {item!r}: expected NAME=VALUE with NAME one of {', '.join(self.NUMERICS)}")
+            try:
+                changes[name] = int(value) if isinstance(getattr(self, name), int) else value
+            except ValueError:
+                raise ConfigError(f"model override {item!r}: {name} takes an int") from None
+        return self.replace(**changes) if changes else self
+
     def num_params(self) -> int:
         """Parameter count (embeddings included; the output head counted once if tied)."""
         D, F, V, L = self.hidden_size, self.intermediate_size, self.vocab_size, self.num_layers

@@ -28,7 +28,7 @@ import numpy as np
 
 from metareason.model.config import ModelConfig
 
-__all__ = ["init", "param_shapes", "check_params", "ParamsError", "flatten", "unflatten"]
+__all__ = ["init", "param_shapes", "check_params", "ParamsError", "flatten", "unflatten", "with_overrides"]
 
 Params = dict[str, Any]
 
@@ -147,3 +147,12 @@ def check_params(config: ModelConfig, params: Params) -> None:
         got = tuple(np.shape(found[path]))
         if got != shape:
             raise ParamsError(f"tensor {path!r} has shape {got}, expected {shape}")
+
+
+def with_overrides(config: ModelConfig, params: Params, text: str) -> tuple[ModelConfig, Params]:
+    """`config.with_overrides(text)` and the params cast to its `param_dtype` if that changed."""
+    new = config.with_overrides(text)
+    if new.param_dtype != config.param_dtype:
+        dtype = jnp.dtype(new.param_dtype)
+        params = jax.tree.map(lambda x: x.astype(dtype), params)
+    return new, params

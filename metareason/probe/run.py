@@ -48,18 +48,25 @@ class ProbeConfig:
     think_prefix: str = ""
     """Hugging Face models: text after the chat template's generation prompt (e.g. "<think>\\n")."""
     seed: int = 0
+    mesh: str = ""
+    """Device mesh DATAxFSDPxTENSOR (metareason.parallel.MeshConfig.parse; "" one device), e.g.
+    1x1x4 to split a 32B model's heads and MLP over 4 chips."""
+    model_overrides: str = ""
+    """Numerics of the model, NAME=VALUE,... (ModelConfig.NUMERICS), e.g. compute_dtype=bfloat16."""
 
 
 def _norm(ans: str | None) -> str | None:
     return None if ans is None else re.sub(r"\s+", "", ans).rstrip(".")
 
 
-def load_model(path: Path):
+def load_model(path: Path, mesh=None):
     """(kind "lab" | "hf", model config, params, extra) of
       - a training run (`metareason train` / `metareason rl`): kind "hf" with
         extra {"tokenizer", "run", "step"} when it has a `tokenizer/` directory (a run started from a
         Hugging Face model), else kind "lab" with extra {"run", "step"} (its SFTConfig / GRPOConfig);
-      - a Hugging Face directory: kind "hf" with extra {"tokenizer"}."""
+      - a Hugging Face directory: kind "hf" with extra {"tokenizer"}.
+    mesh: a `jax.sharding.Mesh` to import a Hugging Face directory's weights straight into (a
+    run's params are restored whole; place them with `metareason.parallel.shard_params`)."""
     path = Path(path)
     if (path / "checkpoints").is_dir() and (path / "config.json").exists():
         from metareason.train.sft import load_run
@@ -72,7 +79,7 @@ def load_model(path: Path):
     if (path / "config.json").exists():
         from metareason.model import load_hf_checkpoint
         from metareason.tokenize.hf import HFTokenizer
-        model_cfg, params = load_hf_checkpoint(path)
+        model_cfg, params = load_hf_checkpoint(path, mesh=mesh)
         return "hf", model_cfg, params, {"tokenizer": HFTokenizer.from_dir(path)}
     raise FileNotFoundError(f"{path} is neither a training run (config.json + checkpoints/) nor a Hugging Face "
                             "model directory (config.json)")
@@ -96,7 +103,21 @@ def hf_groups(records: list[dict]) -> dict[str, list[dict]]:
 
 def run_probe(cfg: ProbeConfig, *, model=None) -> dict:
     """Runs the probe and the analyses; writes out/curves.jsonl, out/*.png, out/results.json and
-    out/summary.md. `model`: an already loaded `load_model` result (the demo passes its own)."""
+    out/summary.md. `model`: an already loaded `load_model` result (the demo passes its own).
+    With `cfg.mesh` the model is imported into the mesh's shards and probed there."""
+    from metareason.model.params import with_overrides
+    from metareason.parallel import Placement
+
+    place = Placement.from_text(cfg.mesh)
+    if model is None:
+        kind, model_cfg, params, extra = load_model(cfg.model, mesh=place.mesh)
+        model_cfg, params = with_overrides(model_cfg, params, cfg.model_overrides)
+        model = kind, model_cfg, place.params(params, model_cfg), extra
+    with place.context():
+        return _run_probe(cfg, model)
+
+
+def _run_probe(cfg: ProbeConfig, model) -> dict:
     from metareason.probe.inputs import HFCodec, LabCodec, examples_from_records
     from metareason.probe.report import analyse, lab_extras, lab_trajectories, write_summary
 
@@ -105,7 +126,7 @@ def run_probe(cfg: ProbeConfig, *, model=None) -> dict:
     if cfg.max_questions < 1 or cfg.every < 1:
         raise ProbeError("max_questions and every must be >= 1")
     t0 = time.perf_counter()
-    kind, model_cfg, params, extra = model or load_model(cfg.model)
+    kind, model_cfg, params, extra = model
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if kind == "lab":

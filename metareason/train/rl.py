@@ -34,15 +34,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from metareason.model import ModelConfig, init
+from metareason.model import ModelConfig
 from metareason.parallel import Placement
 from metareason.tasks.lab import LabConfig
 from metareason.train.checkpoint import Checkpointer, abstract_like
 from metareason.train.evaluation import final_evaluation, first_per_family, flat_eval, lab_accuracy
 from metareason.train.grpo import ADVANTAGES, GRPOLossConfig, grpo_loss, group_advantages, token_logprobs, update_mask
 from metareason.train.metrics import MetricsWriter
-from metareason.train.presets import model_preset
-from metareason.train.rundir import RunOptions, copy_tokenizer, open_run_dir
+from metareason.train.rundir import RunOptions, copy_tokenizer, defaults_json, open_run_dir, start_model
 from metareason.train.sft import TrainingDiverged, restore_params
 from metareason.train.state import OptimizerConfig, init_state, make_optimizer
 from metareason.train.step import make_train_step
@@ -121,18 +120,16 @@ class _Start:
     """"lab" or "hf" (`metareason.probe.run.load_model`): an "hf" start's tokenizer is copied into the run."""
 
 
-def _start(cfg: GRPOConfig) -> _Start:
-    """The starting model, how it is prompted and judged, and its training questions."""
+def _start(cfg: GRPOConfig, place: Placement) -> _Start:
+    """The starting model (on `place`), how it is prompted and judged, and its training questions."""
     from metareason.evaluate.formats import HFFormat, LabFormat
-    from metareason.probe.run import load_model
     from metareason.tasks.lab import lab_records
 
+    kind, model_cfg, params, extra = start_model(cfg, place)
     if cfg.init:
-        kind, model_cfg, params, extra = load_model(Path(cfg.init))
         source = f"{cfg.init}" + (f" (step {extra['step']})" if "step" in extra else "")
     else:
-        kind, model_cfg = "lab", model_preset(cfg.model)
-        params, source, extra = init(model_cfg, jax.random.key(cfg.seed)), f"fresh {cfg.model} (seed {cfg.seed})", {}
+        source = f"fresh {cfg.model} (seed {cfg.seed})"
     if cfg.data == "lab":
         if kind != "lab":
             raise ValueError(f"a Hugging Face model ({cfg.init}) needs --data FILE (.jsonl or .parquet questions)")
@@ -182,12 +179,11 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
     from metareason.sample import SamplingConfig, round_up
     from metareason.tasks.lab import lab_records
 
-    out = open_run_dir(cfg.out, cfg.to_json(), cfg.resume)
-    policy = _start(cfg)
+    out = open_run_dir(cfg.out, cfg.to_json(), cfg.resume, defaults_json(GRPOConfig))
+    place = Placement.from_text(cfg.mesh)
+    policy = _start(cfg, place)
     if policy.kind == "hf":
         copy_tokenizer(cfg.init, out)
-    place = Placement.from_text(cfg.mesh)
-    policy = dataclasses.replace(policy, params=place.params(policy.params, policy.config))
     (out / "model_config.json").write_text(json.dumps(dataclasses.asdict(policy.config), indent=2))
     model_cfg, fmt, records = policy.config, policy.fmt, policy.records
     lab_eval = cfg.data == "lab"  # greedy lab accuracy during and after training (else: `metareason eval`)

@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-__all__ = ["open_run_dir", "RunOptions", "copy_tokenizer", "WEIGHT_FILES"]
+__all__ = ["open_run_dir", "RunOptions", "copy_tokenizer", "WEIGHT_FILES", "start_model", "defaults_json"]
 
 WEIGHT_FILES = ("config.json", "*.safetensors", "*.bin", "*.index.json", "*.pt")
 """What `copy_tokenizer` leaves behind: the model's config and weights."""
@@ -36,6 +36,9 @@ class RunOptions:
     mesh: str = ""
     """Device mesh DATAxFSDPxTENSOR[/DCN_DATAxDCN_FSDPxDCN_TENSOR] (-1: the rest), e.g. 1x-1x1 for
     FSDP over every device; "" runs on one device. How, not what: a run may resume on another mesh."""
+    model_overrides: str = ""
+    """Numerics of the model, NAME=VALUE,... (`ModelConfig.NUMERICS`), e.g.
+    "compute_dtype=bfloat16,remat=full,attention_impl=chunked,loss_chunk=1024" for long sequences."""
 
     def to_json(self) -> dict:
         """The config as config.json holds it (`resume` and `mesh` left out: how, not what, to run)."""
@@ -46,16 +49,33 @@ class RunOptions:
         return d
 
 
-def open_run_dir(out: str | Path, config: dict, resume: bool) -> Path:
+def defaults_json(cls) -> dict:
+    """The JSON of a config class's fields that have defaults (what a config.json written before
+    a field existed meant by leaving it out)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return json.loads(json.dumps(out, default=str))
+
+
+def open_run_dir(out: str | Path, config: dict, resume: bool, defaults: dict | None = None) -> Path:
     """Creates `out` (absolute) and writes config.json. With `resume`, an existing config.json
-    must equal `config` (the error names the fields that differ); without it, a directory that
-    already holds checkpoints is refused."""
+    must equal `config` (the error names the fields that differ; a field the file lacks counts as
+    its value in `defaults`, so runs saved before a field existed still resume); without it, a
+    directory that already holds checkpoints is refused."""
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     cfg_file = out / "config.json"
     current = json.loads(json.dumps(config))  # tuples -> lists, as the file holds them
     if resume and cfg_file.exists():
         saved = json.loads(cfg_file.read_text())
+        saved = {**{k: v for k, v in (defaults or {}).items() if k in current}, **saved}
         if saved != current:
             diff = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
             raise ValueError(f"--resume with a different config than {cfg_file} (differs in: {', '.join(diff)})")
@@ -81,3 +101,24 @@ def copy_tokenizer(model_dir: str | Path, out: str | Path) -> Path:
         for f in files:
             shutil.copyfile(f, dest / f.name)
     return dest
+
+
+def start_model(cfg, place):
+    """The model a run starts from, on `place` (a `metareason.parallel.Placement`), with
+    `cfg.model_overrides` applied: (kind "lab" | "hf", model config, params, extra).
+
+    `cfg.init` (a run or a Hugging Face directory, imported straight into the mesh's shards) or
+    a fresh `cfg.model` preset from `cfg.seed` (initialised shard by shard); see
+    `metareason.probe.run.load_model` for kind and extra."""
+    import jax
+
+    from metareason.model.params import with_overrides
+    from metareason.probe.run import load_model
+    from metareason.train.presets import model_preset
+
+    if cfg.init:
+        kind, model_cfg, params, extra = load_model(Path(cfg.init), mesh=place.mesh)
+        model_cfg, params = with_overrides(model_cfg, params, cfg.model_overrides)
+        return kind, model_cfg, place.params(params, model_cfg), extra
+    model_cfg = model_preset(cfg.model).with_overrides(cfg.model_overrides)
+    return "lab", model_cfg, place.init(model_cfg, jax.random.key(cfg.seed)), {}

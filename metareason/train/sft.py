@@ -45,7 +45,7 @@ from metareason.train.checkpoint import Checkpointer, abstract_like
 from metareason.train.evaluation import final_evaluation, first_per_family, flat_eval, lab_accuracy
 from metareason.train.metrics import MetricsWriter
 from metareason.train.presets import model_preset
-from metareason.train.rundir import RunOptions, copy_tokenizer, open_run_dir
+from metareason.train.rundir import RunOptions, copy_tokenizer, defaults_json, open_run_dir, start_model
 from metareason.train.state import OptimizerConfig, init_state, make_optimizer
 from metareason.train.step import make_train_step
 from metareason.train.trajectories import trajectory_slots
@@ -130,14 +130,8 @@ class _Start:
 
 def _start(cfg: SFTConfig, place: Placement) -> _Start:
     from metareason.evaluate.formats import HFFormat, LabFormat
-    from metareason.probe.run import load_model
 
-    if cfg.init:
-        kind, model_cfg, params, extra = load_model(Path(cfg.init))
-        params = place.params(params, model_cfg)
-    else:
-        kind, model_cfg = "lab", model_preset(cfg.model)
-        params = place.init(model_cfg, jax.random.key(cfg.seed))
+    kind, model_cfg, params, extra = start_model(cfg, place)
     if kind == "hf" and cfg.data == "lab":
         raise ValueError(f"a Hugging Face model ({cfg.init}) needs --data FILE (.jsonl or .parquet records with "
                          "generations)")
@@ -184,7 +178,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
         raise ValueError(f"k_trajectories={cfg.k_trajectories} exceeds the lab's trajectories_per_question="
                          f"{cfg.lab.trajectories_per_question}")
     file_records = None if lab_data else _file_records(cfg)
-    out = open_run_dir(cfg.out, cfg.to_json(), cfg.resume)
+    out = open_run_dir(cfg.out, cfg.to_json(), cfg.resume, defaults_json(SFTConfig))
 
     place = Placement.from_text(cfg.mesh)
     start_model = _start(cfg, place)

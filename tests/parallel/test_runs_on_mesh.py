@@ -34,7 +34,11 @@ def _sft(out, mesh, **kw):
 
 def test_sft_on_meshes_and_resume_on_another(tmp_path):
     _sft(tmp_path / "one", "")
-    _sft(tmp_path / "mesh", "2x2x2")
+    # on the mesh, also the long-sequence numerics (chunked attention and loss, remat): same losses
+    overrides = "remat=full,attention_impl=chunked,attention_chunk=32,loss_chunk=48"
+    _sft(tmp_path / "mesh", "2x2x2", model_overrides=overrides)
+    saved = json.loads((tmp_path / "mesh" / "model_config.json").read_text())
+    assert (saved["attention_impl"], saved["loss_chunk"], saved["remat"]) == ("chunked", 48, "full")
     one, mesh = _rows(tmp_path / "one"), _rows(tmp_path / "mesh")
     np.testing.assert_allclose([r["loss"] for r in mesh], [r["loss"] for r in one], rtol=1e-5)
     _close(sft.load_run(tmp_path / "mesh")[2], sft.load_run(tmp_path / "one")[2], 1e-4)
@@ -44,7 +48,7 @@ def test_sft_on_meshes_and_resume_on_another(tmp_path):
     (tmp_path / "moved" / "checkpoints" / "checksums" / "10.json").unlink()
     saved = json.loads((tmp_path / "moved" / "config.json").read_text())
     (tmp_path / "moved" / "config.json").write_text(json.dumps(dict(saved, out=str(tmp_path / "moved"))))
-    _sft(tmp_path / "moved", "1x4x2", resume=True)
+    _sft(tmp_path / "moved", "1x4x2", resume=True, model_overrides=overrides)
     moved = _rows(tmp_path / "moved")
     assert [r["step"] for r in moved] == list(range(1, 11))
     np.testing.assert_allclose([r["loss"] for r in moved], [r["loss"] for r in one], rtol=1e-5)
@@ -68,3 +72,20 @@ def test_grpo_on_a_mesh(tmp_path):
     assert [r["reward"] for r in mesh] == [r["reward"] for r in one]  # the same rollouts
     np.testing.assert_allclose([r["loss"] for r in mesh], [r["loss"] for r in one], rtol=1e-4, atol=1e-6)
     _close(rl.load_grpo_run(tmp_path / "mesh")[2], rl.load_grpo_run(tmp_path / "one")[2], 1e-4)
+
+
+def test_probe_of_a_hugging_face_model_on_a_mesh(tmp_path):
+    """`metareason probe --mesh`: the model imported into shards (tensor 4 x fsdp 2) and probed there
+    writes the curves of the one-device probe."""
+    from reference import tiny_hf_dir
+
+    from metareason.cli import main
+
+    model_dir, _, _, data = tiny_hf_dir(tmp_path)
+    for name, mesh in (("one", []), ("mesh", ["--mesh", "1x2x4"])):
+        main(["probe", "--model", str(model_dir), "--data", str(data), "--out", str(tmp_path / name), *mesh])
+    one, mesh = ([json.loads(x) for x in (tmp_path / n / "curves.jsonl").read_text().splitlines()]
+                 for n in ("one", "mesh"))
+    assert [c["group"] for c in mesh] == [c["group"] for c in one]
+    for a, b in zip(mesh, one):
+        np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5, atol=1e-6)
