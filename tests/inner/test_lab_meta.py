@@ -204,6 +204,7 @@ def test_question_schedule_never_repeats_within_a_step_and_covers_each_epoch():
     np.testing.assert_array_equal(s, question_schedule(10, 3, 7, seed=1))
 
 
+@pytest.mark.slow  # a training-behaviour check; the exact MAML tests above run by default
 def test_a_few_meta_steps_lower_the_held_out_adapted_answer_loss():
     # measured (lab-tiny, 24 steps of 8 questions, inner SGD 0.3, 16 held-out questions): adapted answer
     # loss 3.93 -> 1.50 with seed 0 (seeds 1, 2: 4.64 -> 1.71, 3.94 -> 1.72; ratios 0.38-0.44), while the

@@ -1,5 +1,6 @@
 """Two processes on localhost, joined by `jax.distributed`, train a step, save a checkpoint, and
-a fresh pair restores it and continues, matching both the first pair and one process alone."""
+a fresh pair restores it and continues, matching the first pair (and, with -m slow, one process
+alone on the same 4-device mesh)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 WORKER = Path(__file__).with_name("multihost_worker.py")
 
@@ -49,6 +52,11 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path):
     assert resumed["restored_step"] == 1 and resumed["sharding_kept"]
     assert resumed["params1"] == first["params1"]  # restored bit for bit
     assert resumed["params2"] == first["params2"] and resumed["loss2"] == first["loss2"]
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one(tmp_path):
+    pair = _run("train", tmp_path / "pair", 2)
     alone = _run("train", tmp_path / "alone", 1)  # the same 4-device mesh in one process
     assert alone["devices"] == 4
-    assert abs(alone["loss1"] - first["loss1"]) < 1e-6 and abs(alone["loss2"] - first["loss2"]) < 1e-5
+    assert abs(alone["loss1"] - pair["loss1"]) < 1e-6 and abs(alone["loss2"] - pair["loss2"]) < 1e-5

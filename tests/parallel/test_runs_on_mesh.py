@@ -26,7 +26,7 @@ def _close(a, b, tol):
 
 def _sft(out, mesh, **kw):
     cfg = train_presets()["tiny"]
-    cfg.out, cfg.mesh, cfg.steps, cfg.final_eval, cfg.log_every, cfg.checkpoint_every = out, mesh, 10, False, 1, 5
+    cfg.out, cfg.mesh, cfg.steps, cfg.final_eval, cfg.log_every, cfg.checkpoint_every = out, mesh, 6, False, 1, 3
     for k, v in kw.items():
         setattr(cfg, k, v)
     sft.train_sft(cfg)
@@ -44,13 +44,13 @@ def test_sft_on_meshes_and_resume_on_another(tmp_path):
     _close(sft.load_run(tmp_path / "mesh")[2], sft.load_run(tmp_path / "one")[2], 1e-4)
     # lose the last checkpoint of the 2x2x2 run, resume it on a 1x4x2 mesh
     shutil.copytree(tmp_path / "mesh", tmp_path / "moved")
-    shutil.rmtree(tmp_path / "moved" / "checkpoints" / "10")
-    (tmp_path / "moved" / "checkpoints" / "checksums" / "10.json").unlink()
+    shutil.rmtree(tmp_path / "moved" / "checkpoints" / "6")
+    (tmp_path / "moved" / "checkpoints" / "checksums" / "6.json").unlink()
     saved = json.loads((tmp_path / "moved" / "config.json").read_text())
     (tmp_path / "moved" / "config.json").write_text(json.dumps(dict(saved, out=str(tmp_path / "moved"))))
     _sft(tmp_path / "moved", "1x4x2", resume=True, model_overrides=overrides)
     moved = _rows(tmp_path / "moved")
-    assert [r["step"] for r in moved] == list(range(1, 11))
+    assert [r["step"] for r in moved] == list(range(1, 7))
     np.testing.assert_allclose([r["loss"] for r in moved], [r["loss"] for r in one], rtol=1e-5)
     _close(sft.load_run(tmp_path / "moved")[2], sft.load_run(tmp_path / "one")[2], 1e-4)
 
@@ -74,6 +74,7 @@ def test_grpo_on_a_mesh(tmp_path):
     _close(rl.load_grpo_run(tmp_path / "mesh")[2], rl.load_grpo_run(tmp_path / "one")[2], 1e-4)
 
 
+@pytest.mark.slow  # the probe itself on a mesh runs by default in test_mesh.py
 def test_probe_of_a_hugging_face_model_on_a_mesh(tmp_path):
     """`metareason probe --mesh`: the model imported into shards (tensor 4 x fsdp 2) and probed there
     writes the curves of the one-device probe."""
