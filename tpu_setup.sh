@@ -10,7 +10,8 @@
 #
 # Environment: VENV (default ~/metareason-venv), PYTHON (default python3),
 # JAX_SPEC (default "jax[tpu]>=0.10,<0.12", the range pyproject.toml allows).
-# Pod slices (several hosts): run the same command with --pod on every host at once, e.g.
+# Pod slices (several hosts): clone this repository to the same path on every host, then run the
+# same command with --pod on every host at once, e.g.
 #   gcloud compute tpus tpu-vm ssh NAME --zone ZONE --worker=all --command "bash ~/metareason/tpu_setup.sh --pod"
 # The device check then starts jax.distributed on each host and checks that a sum over every
 # device of the slice is right; the single-process self-check is skipped. See README.md,
@@ -25,7 +26,7 @@ for arg in "$@"; do
     --dry-run) DRY_RUN=1 ;;
     --skip-check) CHECK=0 ;;
     --pod) POD=1 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "tpu_setup.sh: unknown argument '$arg' (use --dry-run, --skip-check, --pod or --help)" >&2; exit 2 ;;
   esac
 done

@@ -14,6 +14,7 @@ its fields and docstrings into flags and help); the work lives in library functi
 
 from __future__ import annotations
 
+import os
 import sys
 
 import tyro
@@ -125,6 +126,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(0 if argv else 2)
     if argv[0] not in COMMANDS:
         raise SystemExit(f"metareason: unknown command {argv[0]!r}\n{USAGE}")
+    if os.environ.get("METAREASON_COORDINATOR") or os.environ.get("METAREASON_DISTRIBUTED") == "1":
+        # several hosts: join JAX's distributed runtime before any computation (arguments from
+        # METAREASON_* or, with METAREASON_DISTRIBUTED=1 alone, detected on TPU pods and SLURM)
+        from metareason.parallel import initialize_distributed
+        initialize_distributed()
     COMMANDS[argv[0]](argv[1:])
 
 

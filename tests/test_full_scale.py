@@ -23,10 +23,10 @@ def test_memory_table_splits_the_params_over_the_mesh():
     run = next(r for r in full_scale.runs() if r.name == "e6-sft-long")
     est = full_scale.estimate(run)
     assert run.mesh_sizes() == {"data": 1, "fsdp": 64, "tensor": 1}
-    # bf16 params over 64 FSDP shards; what has no "embed" dimension stays whole: the norm
-    # scales (2 per layer + the final one) and the q / k / v biases (28 + 2 x 4 heads of 128)
+    # float32 master weights over 64 FSDP shards; what has no "embed" dimension stays whole: the
+    # norm scales (2 per layer + the final one) and the q / k / v biases (28 + 2 x 4 heads of 128)
     whole = (28 * 2 + 1) * 3584 + 28 * (28 + 2 * 4) * 128
     split = 7_615_616_512 - whole
-    assert est.params == split * 2 // 64 + whole * 2
-    assert est.optimizer == 2 * (split * 4 // 64 + whole * 4)  # Adam's two float32 moments
+    assert est.params == split * 4 // 64 + whole * 4
+    assert est.optimizer == 2 * est.params  # AdamW's two moments, in the params' dtype
     assert "e6-sft-long" in full_scale.table([run])

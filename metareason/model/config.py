@@ -154,19 +154,29 @@ class ModelConfig:
     NUMERICS = ("param_dtype", "compute_dtype", "remat", "attention_impl", "attention_chunk", "loss_chunk",
                 "scan_unroll")
 
-    def with_overrides(self, text: str) -> "ModelConfig":
-        """This config with numerics fields set from "name=value,name=value" (e.g.
-        "compute_dtype=bfloat16,remat=full,attention_impl=chunked,loss_chunk=1024"); "" changes
-        nothing. Only `NUMERICS` fields may be set: the architecture comes with the weights."""
+    @classmethod
+    def parse_overrides(cls, text: str) -> dict[str, Any]:
+        """{field: value} from "name=value,name=value" (e.g.
+        "compute_dtype=bfloat16,remat=full,attention_impl=chunked,loss_chunk=1024"), checked
+        before any weights are read: only `NUMERICS` fields, ints where the field is an int, and
+        values the config accepts. "" gives {}."""
         changes: dict[str, Any] = {}
+        base = cls()
         for item in filter(None, (p.strip() for p in text.split(","))):
-            name, sep, value = item.partition("=")
-            if not sep or name not in self.NUMERICS:
-                raise ConfigError(f"model override {item!r}: expected NAME=VALUE with NAME one of {', '.join(self.NUMERICS)}")
+            name, sep, value = (x.strip() for x in item.partition("="))
+            if not sep or name not in cls.NUMERICS:
+                raise ConfigError(f"model override {item!r}: expected NAME=VALUE with NAME one of {', '.join(cls.NUMERICS)}")
             try:
-                changes[name] = int(value) if isinstance(getattr(self, name), int) else value
+                changes[name] = int(value) if isinstance(getattr(base, name), int) else value
             except ValueError:
                 raise ConfigError(f"model override {item!r}: {name} takes an int") from None
+        base.replace(**changes)  # raises ConfigError naming a bad value
+        return changes
+
+    def with_overrides(self, text: str) -> "ModelConfig":
+        """This config with numerics fields set from "name=value,..." (`parse_overrides`); ""
+        changes nothing. Only `NUMERICS` fields may be set: the architecture comes with the weights."""
+        changes = self.parse_overrides(text)
         return self.replace(**changes) if changes else self
 
     def num_params(self) -> int:

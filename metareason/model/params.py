@@ -149,9 +149,11 @@ def check_params(config: ModelConfig, params: Params) -> None:
             raise ParamsError(f"tensor {path!r} has shape {got}, expected {shape}")
 
 
-def with_overrides(config: ModelConfig, params: Params, text: str) -> tuple[ModelConfig, Params]:
-    """`config.with_overrides(text)` and the params cast to its `param_dtype` if that changed."""
-    new = config.with_overrides(text)
+def with_overrides(config: ModelConfig, params: Params, overrides: str | dict) -> tuple[ModelConfig, Params]:
+    """`config` with `overrides` ("name=value,..." or a `ModelConfig.parse_overrides` dict) and the
+    params cast to its `param_dtype` if that changed."""
+    changes = ModelConfig.parse_overrides(overrides) if isinstance(overrides, str) else overrides
+    new = config.replace(**changes) if changes else config
     if new.param_dtype != config.param_dtype:
         dtype = jnp.dtype(new.param_dtype)
         params = jax.tree.map(lambda x: x.astype(dtype), params)

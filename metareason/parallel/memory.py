@@ -112,11 +112,12 @@ def _layer_activation_bytes(config, b: int, s: int, h: int, k: int, f: int) -> i
 
 
 def train_step_memory(config, *, batch: int, seq: int, mesh: Mapping[str, int] | None = None,
-                      optimizer_moments: int = 2, optimizer_dtype: str = "float32") -> MemoryEstimate:
+                      optimizer_moments: int = 2, optimizer_dtype: str | None = None) -> MemoryEstimate:
     """Per-device memory of `metareason.train.step` (AdamW: two moments) on `batch` packed rows of
     `seq` tokens, on `mesh` ({"data": .., "fsdp": .., "tensor": ..}; default one device).
 
-    Activations follow `config.remat`: "none" keeps every layer's tensors; "full" keeps each
+    Gradients and optax's AdamW moments come in the params' dtype (`optimizer_dtype` to say
+    otherwise). Activations follow `config.remat`: "none" keeps every layer's tensors; "full" keeps each
     layer's input and recomputes one layer at a time in the backward pass; "dots" /
     "dots_no_batch" keep the matmul outputs (about half)."""
     mesh = dict(mesh or {"data": 1, "fsdp": 1, "tensor": 1})

@@ -127,9 +127,14 @@ def make_mesh(config: MeshConfig | None = None, devices: Sequence[jax.Device] | 
     granules = math.prod(dcn)
     if len(devices) % granules:
         raise MeshError(f"mesh: {len(devices)} devices cannot form {granules} groups across hosts {dcn}")
+    slices = {getattr(d, "slice_index", 0) for d in devices}
+    processes = {d.process_index for d in devices}
+    if granules not in (len(slices), len(processes)):
+        raise MeshError(f"mesh: the across-hosts part {dcn} needs {granules} slices or processes, found "
+                        f"{len(slices)} slice(s) and {len(processes)} process(es) (start every host with "
+                        "initialize_distributed, or drop the /... part on one host)")
     ici = config.ici_shape(len(devices) // granules)
     # the groups across the slow network: TPU slices where there are several, else processes
-    slices = {getattr(d, "slice_index", 0) for d in devices}
     per_process = len(slices) < granules
     grid = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices, process_is_granule=per_process)
     return Mesh(grid, AXES, axis_types=types)

@@ -87,6 +87,21 @@ class Checkpointer:
                 return f"file {name} does not match its checksum (truncated or altered)"
         return None
 
+    def _agreed_damage(self, step: int) -> str | None:
+        """`_damage(step)` as process 0 sees it, the same on every process (one process hashes;
+        the others would otherwise each read the whole checkpoint and might disagree, then call
+        the collective restore on different steps)."""
+        if jax.process_count() == 1:
+            return self._damage(step)
+        from jax.experimental import multihost_utils
+        import numpy as np
+
+        reason = self._damage(step) if jax.process_index() == 0 else None
+        code = np.frombuffer((reason or "").encode()[:255].ljust(255, b"\0"), np.uint8)
+        agreed = multihost_utils.broadcast_one_to_all(code)
+        text = bytes(np.asarray(agreed, np.uint8)).rstrip(b"\0").decode(errors="replace")
+        return text or None
+
     def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
         """(step, state, extra) of the newest intact checkpoint; None if there is none.
 
@@ -95,7 +110,7 @@ class Checkpointer:
         steps = self.steps()
         problems = []
         for step in reversed(steps):
-            reason = self._damage(step)
+            reason = self._agreed_damage(step)
             if reason is None:
                 try:
                     restored = self.manager.restore(step, args=ocp.args.Composite(

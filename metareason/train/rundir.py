@@ -107,18 +107,23 @@ def start_model(cfg, place):
     """The model a run starts from, on `place` (a `metareason.parallel.Placement`), with
     `cfg.model_overrides` applied: (kind "lab" | "hf", model config, params, extra).
 
-    `cfg.init` (a run or a Hugging Face directory, imported straight into the mesh's shards) or
-    a fresh `cfg.model` preset from `cfg.seed` (initialised shard by shard); see
-    `metareason.probe.run.load_model` for kind and extra."""
+    `cfg.init` (a Hugging Face directory, imported straight into the mesh's shards, or a run,
+    restored and then placed) or a fresh `cfg.model` preset from `cfg.seed` (initialised shard by
+    shard); see `metareason.probe.run.load_model` for kind and extra. Training keeps float32
+    master weights unless the overrides set `param_dtype`: a bf16 checkpoint's weights would not
+    move under AdamW steps of lr 1e-5 (its moments follow the params' dtype), so compute in bf16
+    with `compute_dtype=bfloat16` instead. The overrides are checked before any weights are read."""
     import jax
 
+    from metareason.model import ModelConfig
     from metareason.model.params import with_overrides
     from metareason.probe.run import load_model
     from metareason.train.presets import model_preset
 
+    overrides = {"param_dtype": "float32", **ModelConfig.parse_overrides(cfg.model_overrides)}
     if cfg.init:
-        kind, model_cfg, params, extra = load_model(Path(cfg.init), mesh=place.mesh)
-        model_cfg, params = with_overrides(model_cfg, params, cfg.model_overrides)
+        kind, model_cfg, params, extra = load_model(Path(cfg.init), mesh=place.mesh, **overrides)
+        model_cfg, params = with_overrides(model_cfg, params, overrides)
         return kind, model_cfg, place.params(params, model_cfg), extra
-    model_cfg = model_preset(cfg.model).with_overrides(cfg.model_overrides)
+    model_cfg = model_preset(cfg.model).replace(**overrides)
     return "lab", model_cfg, place.init(model_cfg, jax.random.key(cfg.seed)), {}

@@ -38,13 +38,17 @@ def _compiled(config, B, S, mesh=None):
 
 
 @pytest.mark.parametrize("remat, impl, B, S", [
-    ("none", "xla", 4, 256), ("full", "chunked", 2, 1024),
+    ("none", "xla", 4, 256), ("full", "chunked", 2, 1024), ("bf16", "chunked", 2, 1024),
     pytest.param("full", "xla", 8, 512, marks=pytest.mark.slow),
     pytest.param("none", "xla", 8, 512, marks=pytest.mark.slow),
     pytest.param("none", "chunked", 2, 1024, marks=pytest.mark.slow),
     pytest.param("dots", "xla", 16, 128, marks=pytest.mark.slow)])
 def test_train_step_memory_matches_the_compiled_step(remat, impl, B, S):
-    config = SMALL.replace(remat=remat, attention_impl=impl, attention_chunk=128, max_position_embeddings=2048)
+    # "bf16": bf16 params and compute (AdamW's moments follow the params' dtype), remat full, with
+    # the chunked loss
+    extra = dict(remat="full", param_dtype="bfloat16", compute_dtype="bfloat16", loss_chunk=256) if remat == "bf16" \
+        else dict(remat=remat)
+    config = SMALL.replace(attention_impl=impl, attention_chunk=128, max_position_embeddings=2048, **extra)
     got = _compiled(config, B, S)
     est = train_step_memory(config, batch=B, seq=S)
     # the arguments are the params, Adam's two moments, 20 bytes of step and RNG, and the batch

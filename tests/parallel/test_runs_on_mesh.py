@@ -32,7 +32,7 @@ def _sft(out, mesh, **kw):
     sft.train_sft(cfg)
 
 
-def test_sft_on_meshes_and_resume_on_another(tmp_path):
+def test_sft_on_meshes_and_resume_on_another(tmp_path, capsys):
     _sft(tmp_path / "one", "")
     # on the mesh, also the long-sequence numerics (chunked attention and loss, remat): same losses
     overrides = "remat=full,attention_impl=chunked,attention_chunk=32,loss_chunk=48"
@@ -49,6 +49,7 @@ def test_sft_on_meshes_and_resume_on_another(tmp_path):
     saved = json.loads((tmp_path / "moved" / "config.json").read_text())
     (tmp_path / "moved" / "config.json").write_text(json.dumps(dict(saved, out=str(tmp_path / "moved"))))
     _sft(tmp_path / "moved", "1x4x2", resume=True, model_overrides=overrides)
+    assert "resumed from step 3" in capsys.readouterr().out  # not a fresh start that happens to agree
     moved = _rows(tmp_path / "moved")
     assert [r["step"] for r in moved] == list(range(1, 7))
     np.testing.assert_allclose([r["loss"] for r in moved], [r["loss"] for r in one], rtol=1e-5)
