@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from typing import Sequence
 
 import jax
@@ -121,7 +122,9 @@ def make_mesh(config: MeshConfig | None = None, devices: Sequence[jax.Device] | 
         ici = config.ici_shape(len(devices))
         try:
             grid = mesh_utils.create_device_mesh(ici, devices)
-        except (ValueError, NotImplementedError, AssertionError):  # topologies mesh_utils does not know
+        except (ValueError, NotImplementedError, AssertionError) as err:  # topologies mesh_utils does not know
+            warnings.warn(f"make_mesh: mesh_utils cannot lay out {ici} on these devices ({err}); using the "
+                          "devices in order, which may not follow the interconnect", stacklevel=2)
             grid = np.asarray(devices).reshape(ici)
         return Mesh(grid, AXES, axis_types=types)
     granules = math.prod(dcn)
