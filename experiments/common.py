@@ -139,6 +139,13 @@ def bars(arms: dict[str, dict], metrics: Sequence[str], path: Path, title: str) 
     ax.set_xticks(x, list(arms), fontsize=8)
     ax.set_ylabel("% (95% CI over questions)")
     ax.set_title(title, fontsize=9)
+    save_figure(fig, ax, path)
+
+
+def save_figure(fig, ax, path) -> None:
+    """Legend, tight layout, PNG at 120 dpi, and the figure closed: every experiment figure's ending."""
+    import matplotlib.pyplot as plt
+
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import arm_metrics, evaluate, grpo, machine, paired, parser, question_file, sft, table
+from common import arm_metrics, evaluate, grpo, machine, paired, parser, question_file, save_figure, sft, table
 
 from metareason.tasks.lab import LabConfig
 from metareason.train.grpo import GRPOLossConfig
@@ -101,10 +101,7 @@ def _figure(curves, path, a):
     ax.set_xlabel("GRPO step")
     ax.set_ylabel("mean rollout reward (5-step moving mean)")
     ax.set_title(f"lab E11: group {a.group}, n rollouts in the loss", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import json
 import time
 
 import numpy as np
-from common import arm_metrics, bars, ci, evaluate, grpo, machine, paired, parser, question_file, sft, table
+from common import arm_metrics, bars, ci, evaluate, grpo, machine, paired, parser, question_file, save_figure, sft, table
 
 from metareason.tasks.lab import LabConfig
 from metareason.train.grpo import GRPOLossConfig
@@ -121,10 +121,7 @@ def _reward_figure(res, path):
             ax.plot(range(1, len(r["grpo_reward_curve"]) + 1), r["grpo_reward_curve"], label=name)
     ax.set_xlabel("GRPO step")
     ax.set_ylabel("mean reward of the rollouts")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path)
 
 
 if __name__ == "__main__":

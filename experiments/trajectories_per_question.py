@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 
-from common import arm_metrics, evaluate, machine, paired, parser, question_file, sft, table
+from common import arm_metrics, evaluate, machine, paired, parser, question_file, save_figure, sft, table
 
 from metareason.tasks.lab import LabConfig
 from metareason.train.sft import SFTConfig
@@ -81,10 +81,7 @@ def _figure(res, ks, k, path, a):
     ax.set_xlabel("distinct trajectories per question (equal training frequency)")
     ax.set_ylabel("% (95% CI over questions)")
     ax.set_title(f"lab E10: {a.model}, {a.steps} SFT steps, {a.train_questions} questions", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path)
 
 
 if __name__ == "__main__":

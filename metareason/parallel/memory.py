@@ -154,9 +154,3 @@ def sampling_memory(config, *, batch: int, max_len: int, mesh: Mapping[str, int]
     cache = 2 * config.num_layers * b * k * max_len * config.head_dim * width
     return MemoryEstimate(params=param_bytes_per_device(config, mesh), kv_cache=int(cache),
                           logits=b * _local(config.vocab_size, t) * 4)
-
-
-def gib(x: float) -> str:
-    return f"{x / GiB:.2f}"
-
-

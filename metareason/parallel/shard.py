@@ -168,8 +168,3 @@ class Placement:
         from metareason.parallel.rules import use_mesh
 
         return contextlib.nullcontext() if self.mesh is None else use_mesh(self.mesh)
-
-    def describe(self) -> str:
-        if self.mesh is None:
-            return "one device"
-        return " x ".join(f"{a} {n}" for a, n in zip(self.mesh.axis_names, self.mesh.axis_sizes))
