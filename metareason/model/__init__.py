@@ -9,13 +9,14 @@ from metareason.model.cache import KVCache, init_cache
 from metareason.model.config import ATTENTION_IMPLS, FAMILIES, REMAT_POLICIES, ConfigError, ModelConfig, RopeScaling
 from metareason.model.hf import (CheckpointError, hf_state_dict, hf_tensor_names, load_hf_checkpoint,
                                  save_hf_checkpoint)
-from metareason.model.params import ParamsError, check_params, flatten, init, param_shapes, unflatten
+from metareason.model.params import (ParamsError, check_params, flatten, init, param_shapes, split_layers, stack_layers,
+                                     unflatten)
 from metareason.model.transformer import (InputError, ModelOutput, apply, hidden_states, output_logits, rms_norm,
                                          segment_positions)
 
 __all__ = [
     "ModelConfig", "RopeScaling", "ConfigError", "FAMILIES", "REMAT_POLICIES", "ATTENTION_IMPLS",
-    "init", "param_shapes", "check_params", "ParamsError", "flatten", "unflatten",
+    "init", "param_shapes", "check_params", "ParamsError", "flatten", "unflatten", "split_layers", "stack_layers",
     "apply", "hidden_states", "output_logits", "ModelOutput", "InputError", "segment_positions", "rms_norm",
     "KVCache", "init_cache",
     "load_hf_checkpoint", "save_hf_checkpoint", "hf_tensor_names", "hf_state_dict", "CheckpointError",

@@ -4,6 +4,11 @@ The cache has a fixed number of slots T. `apply` writes the S new tokens' keys a
 into slots [index, index + S) and advances `index` (the same for every row; rows with
 different lengths are expressed with segment ids or a mask). A slot's segment id records
 which sequence the token belongs to; 0 marks an empty slot, which no real token attends.
+
+Two layouts hold the same cache: stacked (k, v: one [L, B, K, T, Dh] array each) and per layer
+(k, v: tuples of L arrays [B, K, T, Dh]). `apply` takes and returns either. Decode loops carry the
+per-layer one: on XLA:CPU a layer's slice of a stacked cache is copied out at every step (all of
+it: about 8 MB per step for the lab model at batch 32), while a per-layer buffer is read in place.
 """
 
 from __future__ import annotations
@@ -19,29 +24,61 @@ __all__ = ["KVCache", "init_cache"]
 
 
 class KVCache(NamedTuple):
-    """k, v: [L, B, K, T, Dh] (compute dtype; heads before slots, the layout attention reads, so a
-    decode step never transposes the cache); segment_ids: int32[B, T]; index: int32[]."""
+    """k, v: [L, B, K, T, Dh], or tuples of L arrays [B, K, T, Dh] (the per-layer layout); compute
+    dtype; heads before slots, the layout attention reads, so a decode step never transposes the
+    cache. segment_ids: int32[B, T]; index: int32[]."""
 
-    k: jax.Array
-    v: jax.Array
+    k: jax.Array | tuple[jax.Array, ...]
+    v: jax.Array | tuple[jax.Array, ...]
     segment_ids: jax.Array
     index: jax.Array
 
     @property
+    def per_layer(self) -> bool:
+        """Whether k and v are tuples of per-layer arrays."""
+        return isinstance(self.k, (tuple, list))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """(L, B, K, T, Dh) in either layout."""
+        if self.per_layer:
+            return (len(self.k), *self.k[0].shape)
+        return tuple(self.k.shape)
+
+    @property
     def max_length(self) -> int:
-        return self.k.shape[3]
+        return self.shape[3]
 
     @property
     def batch_size(self) -> int:
-        return self.k.shape[1]
+        return self.shape[1]
+
+    def stacked(self) -> KVCache:
+        """The same cache in the stacked layout (k, v: [L, B, K, T, Dh])."""
+        if not self.per_layer:
+            return self
+        return self._replace(k=jnp.stack(self.k), v=jnp.stack(self.v))
+
+    def split(self) -> KVCache:
+        """The same cache in the per-layer layout (k, v: tuples of L arrays [B, K, T, Dh])."""
+        if self.per_layer:
+            return self
+        L = self.k.shape[0]
+        return self._replace(k=tuple(self.k[i] for i in range(L)), v=tuple(self.v[i] for i in range(L)))
 
 
-def init_cache(config: ModelConfig, batch_size: int, max_length: int, dtype=None) -> KVCache:
-    """An empty cache of `max_length` slots per row (dtype defaults to the compute dtype)."""
+def init_cache(config: ModelConfig, batch_size: int, max_length: int, dtype=None, *,
+               per_layer: bool = False) -> KVCache:
+    """An empty cache of `max_length` slots per row (dtype defaults to the compute dtype), stacked
+    or (per_layer=True) as tuples of per-layer arrays."""
     if max_length <= 0 or batch_size <= 0:
         raise ValueError(f"cache needs positive batch_size and max_length, got {batch_size}, {max_length}")
     dtype = jnp.dtype(dtype or config.compute_dtype)
-    shape = (config.num_layers, batch_size, config.num_kv_heads, max_length, config.head_dim)
-    return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
-                   segment_ids=jnp.zeros((batch_size, max_length), jnp.int32),
+    L = config.num_layers
+    shape = (batch_size, config.num_kv_heads, max_length, config.head_dim)
+    if per_layer:
+        k, v = (tuple(jnp.zeros(shape, dtype) for _ in range(L)) for _ in range(2))
+    else:
+        k, v = jnp.zeros((L, *shape), dtype), jnp.zeros((L, *shape), dtype)
+    return KVCache(k=k, v=v, segment_ids=jnp.zeros((batch_size, max_length), jnp.int32),
                    index=jnp.zeros((), jnp.int32))

@@ -15,6 +15,9 @@ per-layer tensors stacked on a leading layer axis L (the layers are scanned):
     layers/mlp/down_proj/kernel       [L, F, D]
     norm/scale                        [D]
     lm_head/kernel                    [D, V]            (absent when embeddings are tied)
+
+`split_layers` gives the same params with `layers` as a tuple of L per-layer dicts (leaves
+without the L axis), the form a decode loop carries; `apply` and `check_params` take both.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ import numpy as np
 
 from metareason.model.config import ModelConfig
 
-__all__ = ["init", "param_shapes", "check_params", "ParamsError", "flatten", "unflatten", "with_overrides"]
+__all__ = ["init", "param_shapes", "check_params", "ParamsError", "flatten", "unflatten", "with_overrides",
+           "split_layers", "stack_layers"]
 
 Params = dict[str, Any]
 
@@ -131,13 +135,57 @@ def name_mismatch(expected: dict[str, tuple[int, ...]], found) -> str | None:
     return None
 
 
+def split_layers(params: Params) -> Params:
+    """`params` with `layers` as a tuple of L per-layer dicts, each leaf without the layer axis
+    (unchanged if already split). Decode loops carry this form: on XLA:CPU a loop that slices a
+    layer out of the stacked weights copies the slice at every step; split once before the loop,
+    the weights are read in place."""
+    layers = params["layers"]
+    if isinstance(layers, (tuple, list)):
+        return params
+    L = jax.tree.leaves(layers)[0].shape[0]
+    return dict(params, layers=tuple(jax.tree.map(lambda p, i=i: p[i], layers) for i in range(L)))
+
+
+def stack_layers(params: Params) -> Params:
+    """The inverse of `split_layers`: `layers` as one dict of [L, ...] leaves."""
+    layers = params["layers"]
+    if not isinstance(layers, (tuple, list)):
+        return params
+    return dict(params, layers=jax.tree.map(lambda *xs: jnp.stack(xs), *layers))
+
+
+def _stacked_shapes(layers) -> Params:
+    """Split layers -> one dict of `ShapeDtypeStruct`s with the layer axis (shapes only)."""
+    if not layers:
+        raise ParamsError("params['layers'] is an empty tuple")
+    def stack(path, *xs):
+        shapes = [tuple(np.shape(x)) for x in xs]
+        bad = next((i for i, s in enumerate(shapes) if s != shapes[0]), None)
+        if bad is not None:
+            name = "layers/" + "/".join(str(getattr(k, "key", k)) for k in path)
+            raise ParamsError(f"tensor {name!r} of split layer {bad} has shape {shapes[bad]}, "
+                              f"layer 0's has {shapes[0]}")
+        return jax.ShapeDtypeStruct((len(xs), *shapes[0]), jnp.float32)
+
+    try:
+        return jax.tree_util.tree_map_with_path(stack, *layers)
+    except ValueError as e:
+        if isinstance(e, ParamsError):
+            raise
+        raise ParamsError(f"the split layers do not all have the same tensors ({str(e).splitlines()[0]})") from None
+
+
 def check_params(config: ModelConfig, params: Params) -> None:
     """Raises `ParamsError` (one line) for a missing, extra or mis-shaped tensor.
 
-    Works on arrays, tracers and `ShapeDtypeStruct`s: it reads shapes only.
+    Works on arrays, tracers and `ShapeDtypeStruct`s: it reads shapes only. `layers` may be
+    stacked or split (`split_layers`).
     """
     if not isinstance(params, dict):
         raise ParamsError(f"params must be a nested dict of arrays, got {type(params).__name__}")
+    if isinstance(params.get("layers"), (tuple, list)):
+        params = dict(params, layers=_stacked_shapes(params["layers"]))
     expected = _shapes(config)
     found = flatten(params)
     problem = name_mismatch(expected, found)

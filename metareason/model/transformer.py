@@ -174,6 +174,7 @@ def attention_block(config: ModelConfig, inv_freq, h, layer, kv=None, positions=
     elif kv is not None:
         k = lax.dynamic_update_slice_in_dim(kv[0], k.astype(kv[0].dtype), write_index, axis=2)
         v = lax.dynamic_update_slice_in_dim(kv[1], v.astype(kv[1].dtype), write_index, axis=2)
+        k, v = (constrain(t, KV_CACHE_AXES[1:]) for t in (k, v))
         kv = (k, v)
     a = _attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, h.dtype, config.attention_impl,
                    config.attention_chunk)
@@ -243,7 +244,12 @@ def _validate(config, params, tokens, positions, mask, segment_ids, cache):
         raise InputError("pass either mask or segment_ids, not both (a mask already says who sees whom)")
     if cache is not None:
         expect = (config.num_layers, B, config.num_kv_heads, T, config.head_dim)
-        if tuple(cache.k.shape) != expect:
+        if cache.per_layer:
+            got = [tuple(np.shape(t)) for t in (*cache.k, *cache.v)]
+            if len(cache.k) != expect[0] or len(cache.v) != expect[0] or any(g != expect[1:] for g in got):
+                raise InputError(f"per-layer cache has {len(cache.k)} k and {len(cache.v)} v arrays of shapes "
+                                 f"{sorted(set(got))}, expected {expect[0]} of {expect[1:]}")
+        elif tuple(cache.k.shape) != expect:
             raise InputError(f"cache.k has shape {tuple(cache.k.shape)}, expected {expect}")
         if not isinstance(cache.index, jax.core.Tracer) and int(cache.index) + S > T:
             raise InputError(f"cache overflow: {int(cache.index)} cached + {S} new tokens > {T} slots")
@@ -309,6 +315,7 @@ def _trunk(params, tokens, positions, mask, segment_ids, cache, *, config, retur
     inv_freq = inverse_frequencies(config)
     write_index = None if cache is None else cache.index
     layers = jax.tree.map(lambda p: p.astype(cdt), params["layers"])
+    split = isinstance(layers, (tuple, list))
 
     def body(h, xs):
         layer, kv = xs
@@ -322,20 +329,30 @@ def _trunk(params, tokens, positions, mask, segment_ids, cache, *, config, retur
     # resharded in full by the partitioner anyway (on one device this is the identity)
     h = constrain(params["embed_tokens"]["embedding"], (None, None))[tokens].astype(cdt)
     if cache is None:
+        if split:
+            layers = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
         h, (_, inter) = lax.scan(body, h, (layers, None), unroll=min(config.scan_unroll, config.num_layers))
         new_cache = None
     else:
-        # With a cache the layers are unrolled and the stacked cache is updated in place: each
-        # layer writes only its new tokens' keys/values and attends to its slice of the stack.
+        # With a cache the layers are unrolled and each layer writes only its new tokens'
+        # keys/values, in place. A stacked cache (or stacked weights) is read through a slice
+        # per layer, which XLA:CPU copies out; the per-layer layouts are read as they are.
         # (Through a scan the whole cache would be sliced out and restacked at every step.)
-        k_all, v_all, inters = cache.k, cache.v, []
+        inters, ks, vs = [], [], []
+        kv_all = None if cache.per_layer else (cache.k, cache.v)
         for i in range(config.num_layers):
-            layer = jax.tree.map(lambda p: p[i], layers)
-            h, (k_all, v_all), one = _layer(config, inv_freq, h, layer, (k_all, v_all, i), positions, mask,
-                                            write_index)
+            layer = layers[i] if split else jax.tree.map(lambda p: p[i], layers)
+            kv = (cache.k[i], cache.v[i]) if kv_all is None else (*kv_all, i)
+            h, kv, one = _layer(config, inv_freq, h, layer, kv, positions, mask, write_index)
+            if kv_all is None:
+                ks.append(kv[0])
+                vs.append(kv[1])
+            else:
+                kv_all = kv
             inters.append(one)
         inter = jax.tree.map(lambda *xs: jnp.stack(xs), *inters) if return_intermediates else None
-        new_cache = KVCache(k=k_all, v=v_all, segment_ids=kv_segments, index=cache.index + tokens.shape[1])
+        k_new, v_new = (tuple(ks), tuple(vs)) if kv_all is None else kv_all
+        new_cache = KVCache(k=k_new, v=v_new, segment_ids=kv_segments, index=cache.index + tokens.shape[1])
     h = rms_norm(h, params["norm"]["scale"], config.rms_norm_eps)
     return h, new_cache, inter
 

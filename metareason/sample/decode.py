@@ -20,7 +20,7 @@ from jax import lax
 
 from metareason.model.cache import KVCache, init_cache
 from metareason.model.config import ModelConfig
-from metareason.model.params import check_params
+from metareason.model.params import check_params, split_layers
 from metareason.model.transformer import apply
 from metareason.sample.config import Forcing, SamplingConfig, SamplingError
 from metareason.sample.filters import sample_token
@@ -259,8 +259,11 @@ def _generate_jit(params, prompts, prompt_lengths, budgets, think_budgets, key, 
         return _rec(state, token, logp, forced)
 
     tokens, segment_ids, positions = _left_align(prompts, prompt_lengths)
+    # The loop carries per-layer weights and cache buffers: slices of stacked ones would be
+    # copied out at every step (on XLA:CPU, about 10 MB per step for the lab model at batch 32).
+    params = split_layers(params)
     # The last generated token is never fed back, so P + N - 1 slots suffice.
-    cache = init_cache(config, B, P + N - 1)
+    cache = init_cache(config, B, P + N - 1, per_layer=True)
     out = apply(params, tokens, config=config, positions=positions, segment_ids=segment_ids, cache=cache)
     state = _State(step=jnp.zeros((), jnp.int32), last=jnp.zeros((B,), jnp.int32), cache=out.cache,
                    tokens=jnp.full((B, N), sampling.pad_id, jnp.int32), logprobs=jnp.zeros((B, N), jnp.float32),

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metareason.model import ModelConfig, apply, init_cache, segment_positions
+from metareason.model import (InputError, ModelConfig, ParamsError, apply, check_params, init_cache, segment_positions,
+                              split_layers, stack_layers)
 from reference import TINY, random_params
 
 CONFIGS = ["qwen2", "llama3", "qwen3"]
@@ -27,19 +28,45 @@ def _tokens(config, shape, seed=0):
 
 @pytest.mark.parametrize("name", CONFIGS)
 @pytest.mark.parametrize("chunks", [(7, 1, 1, 1, 5), (1,) * 15, (15,)])
-def test_incremental_decoding_with_cache_equals_full_pass(name, chunks):
+@pytest.mark.parametrize("per_layer", [False, True])
+def test_incremental_decoding_with_cache_equals_full_pass(name, chunks, per_layer):
+    """Stacked cache and weights, or the per-layer layouts a decode loop carries (split_layers)."""
     config, params = _setup(name)
     tokens = _tokens(config, (3, sum(chunks)))
-    full = apply(params, tokens, config=config).logits
-    cache = init_cache(config, batch_size=3, max_length=20)
+    full = apply(params, tokens, config=config)
+    run_params = split_layers(params) if per_layer else params
+    cache = init_cache(config, batch_size=3, max_length=20, per_layer=per_layer)
     pieces, start = [], 0
     for n in chunks:
-        out = apply(params, tokens[:, start:start + n], config=config, cache=cache)
+        out = apply(run_params, tokens[:, start:start + n], config=config, cache=cache)
         cache = out.cache
         pieces.append(out.logits)
         start += n
-    np.testing.assert_allclose(jnp.concatenate(pieces, axis=1), full, **TOL)
+    np.testing.assert_allclose(jnp.concatenate(pieces, axis=1), full.logits, **TOL)
     assert int(cache.index) == sum(chunks)
+    assert cache.per_layer == per_layer and cache.shape == (config.num_layers, 3, config.num_kv_heads, 20,
+                                                            config.head_dim)
+    # the cached keys are the full pass's: one more token through the cache equals the full pass on it
+    nxt = _tokens(config, (3, 1), seed=5)
+    one = apply(params, nxt, config=config, cache=cache.stacked()).logits
+    both = apply(params, jnp.concatenate([tokens, nxt], axis=1), config=config).logits[:, -1:]
+    np.testing.assert_allclose(one, both, **TOL)
+    if per_layer:  # and the split weights are the same model without a cache
+        np.testing.assert_allclose(apply(run_params, tokens, config=config).logits, full.logits, **TOL)
+
+
+def test_split_layers_round_trip_and_errors():
+    config, params = _setup("qwen3")
+    split = split_layers(params)
+    assert len(split["layers"]) == config.num_layers
+    chex.assert_trees_all_equal(stack_layers(split), params)
+    check_params(config, split)
+    bad = dict(split, layers=(*split["layers"][:-1], jax.tree.map(lambda x: x[..., :1], split["layers"][-1])))
+    with pytest.raises(ParamsError, match="of split layer [0-9]+ has shape"):
+        check_params(config, bad)
+    cache = init_cache(config, 2, 8, per_layer=True)
+    with pytest.raises(InputError, match="per-layer cache"):
+        apply(params, _tokens(config, (2, 1)), config=config, cache=cache._replace(k=cache.k[:-1]))
 
 
 @pytest.mark.parametrize("name", CONFIGS)
