@@ -5,8 +5,8 @@ into slots [index, index + S) and advances `index` (the same for every row; rows
 different lengths are expressed with segment ids or a mask). A slot's segment id records
 which sequence the token belongs to; 0 marks an empty slot, which no real token attends.
 
-Two layouts hold the same cache: stacked (k, v: one [L, B, K, T, Dh] array each) and per layer
-(k, v: tuples of L arrays [B, K, T, Dh]). `apply` takes and returns either. Decode loops carry the
+Two layouts hold the same cache: stacked (k: one [L, B, K, Dh, T] array, v: one [L, B, K, T, Dh])
+and per layer (k, v: tuples of L arrays [B, K, Dh, T] and [B, K, T, Dh]). `apply` takes and returns either. Decode loops carry the
 per-layer one: on XLA:CPU a layer's slice of a stacked cache is copied out at every step (all of
 it: about 8 MB per step for the lab model at batch 32), while a per-layer buffer is read in place.
 """
@@ -24,9 +24,10 @@ __all__ = ["KVCache", "init_cache"]
 
 
 class KVCache(NamedTuple):
-    """k, v: [L, B, K, T, Dh], or tuples of L arrays [B, K, T, Dh] (the per-layer layout); compute
-    dtype; heads before slots, the layout attention reads, so a decode step never transposes the
-    cache. segment_ids: int32[B, T]; index: int32[]."""
+    """k: [L, B, K, Dh, T] and v: [L, B, K, T, Dh], or tuples of L arrays [B, K, Dh, T] and
+    [B, K, T, Dh] (the per-layer layout); compute dtype. The layouts attention reads: heads before
+    slots, so a decode step never transposes the cache, and keys with their slots last, so a
+    step's scores are a plain matmul. segment_ids: int32[B, T]; index: int32[]."""
 
     k: jax.Array | tuple[jax.Array, ...]
     v: jax.Array | tuple[jax.Array, ...]
@@ -40,10 +41,10 @@ class KVCache(NamedTuple):
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """(L, B, K, T, Dh) in either layout."""
+        """(L, B, K, T, Dh) in either layout (v's shape)."""
         if self.per_layer:
-            return (len(self.k), *self.k[0].shape)
-        return tuple(self.k.shape)
+            return (len(self.v), *self.v[0].shape)
+        return tuple(self.v.shape)
 
     @property
     def max_length(self) -> int:
@@ -54,13 +55,13 @@ class KVCache(NamedTuple):
         return self.shape[1]
 
     def stacked(self) -> KVCache:
-        """The same cache in the stacked layout (k, v: [L, B, K, T, Dh])."""
+        """The same cache in the stacked layout (one array each for k and v)."""
         if not self.per_layer:
             return self
         return self._replace(k=jnp.stack(self.k), v=jnp.stack(self.v))
 
     def split(self) -> KVCache:
-        """The same cache in the per-layer layout (k, v: tuples of L arrays [B, K, T, Dh])."""
+        """The same cache in the per-layer layout (k, v: tuples of L arrays)."""
         if self.per_layer:
             return self
         L = self.k.shape[0]
@@ -74,11 +75,11 @@ def init_cache(config: ModelConfig, batch_size: int, max_length: int, dtype=None
     if max_length <= 0 or batch_size <= 0:
         raise ValueError(f"cache needs positive batch_size and max_length, got {batch_size}, {max_length}")
     dtype = jnp.dtype(dtype or config.compute_dtype)
-    L = config.num_layers
-    shape = (batch_size, config.num_kv_heads, max_length, config.head_dim)
+    L, B, K, T, Dh = config.num_layers, batch_size, config.num_kv_heads, max_length, config.head_dim
     if per_layer:
-        k, v = (tuple(jnp.zeros(shape, dtype) for _ in range(L)) for _ in range(2))
+        k = tuple(jnp.zeros((B, K, Dh, T), dtype) for _ in range(L))
+        v = tuple(jnp.zeros((B, K, T, Dh), dtype) for _ in range(L))
     else:
-        k, v = jnp.zeros((L, *shape), dtype), jnp.zeros((L, *shape), dtype)
+        k, v = jnp.zeros((L, B, K, Dh, T), dtype), jnp.zeros((L, B, K, T, Dh), dtype)
     return KVCache(k=k, v=v, segment_ids=jnp.zeros((batch_size, max_length), jnp.int32),
                    index=jnp.zeros((), jnp.int32))

@@ -23,7 +23,7 @@ from metareason.model.cache import KVCache
 from metareason.model.config import ModelConfig
 from metareason.model.params import check_params
 from metareason.model.rope import apply_rope, inverse_frequencies
-from metareason.parallel.rules import KV_CACHE_AXES, constrain
+from metareason.parallel.rules import K_CACHE_AXES, V_CACHE_AXES, constrain
 
 __all__ = ["apply", "hidden_states", "output_logits", "ModelOutput", "InputError", "segment_positions", "rms_norm",
            "attention_block", "mlp", "mlp_activations"]
@@ -75,9 +75,10 @@ def segment_positions(segment_ids: jax.Array) -> jax.Array:
     return idx - start_idx
 
 
-def _attention(q, k, v, mask, compute_dtype, impl, chunk=512):
-    """q: [B, S, H, Dh]; k, v: [B, K, T, Dh] (the cache's layout); mask: bool[B, S, T], or None for
-    plain causal attention (S == T) -> [B, S, H, Dh].
+def _attention(q, k, v, mask, compute_dtype, impl, chunk=512, k_slots_last=False):
+    """q: [B, S, H, Dh]; k: [B, K, T, Dh], or [B, K, Dh, T] when `k_slots_last` (the cache's
+    layout); v: [B, K, T, Dh]; mask: bool[B, S, T], or None for plain causal attention (S == T)
+    -> [B, S, H, Dh].
 
     impl "xla": scores and softmax in float32 (float64 for float64); a query that sees no key
     gets a uniform average, not NaN. impl "chunked": the same, `chunk` queries at a time under
@@ -85,30 +86,33 @@ def _attention(q, k, v, mask, compute_dtype, impl, chunk=512):
     `jax.nn.dot_product_attention`'s fused cuDNN kernel (GPU, bf16/fp16), for speed at scale."""
     B, S, H, Dh = q.shape
     if impl == "chunked" and S > chunk:
-        return _chunked_attention(q, k, v, mask, compute_dtype, chunk)
+        return _chunked_attention(q, k, v, mask, compute_dtype, chunk, k_slots_last)
     if impl == "cudnn":
         m = None if mask is None else mask[:, None]
-        k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+        k, v = k.transpose(0, 3, 1, 2) if k_slots_last else k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
         return jax.nn.dot_product_attention(q, k, v, mask=m, is_causal=mask is None, implementation="cudnn")
-    K = k.shape[1]
+    K, T = v.shape[1], v.shape[2]
     if mask is None:
-        mask = jnp.tril(jnp.ones((S, k.shape[2]), bool))[None]
+        mask = jnp.tril(jnp.ones((S, T), bool))[None]
     acc = _acc(compute_dtype)
-    G, T = H // K, k.shape[2]
+    G = H // K
     # queries of one kv head merged into one matrix: [B, K, G*S, Dh] x [B, K, T, Dh] is a plain
     # batched matmul (XLA's CPU backend runs the 5-D einsum of the same product ~2x slower)
     q = q.reshape(B, S, K, G, Dh).transpose(0, 2, 3, 1, 4).reshape(B, K, G * S, Dh)
-    scores = jnp.einsum("bkqd,bktd->bkqt", q, k, preferred_element_type=acc).reshape(B, K, G, S, T)
+    # (with the slots last, a decode step's scores are a plain [G, Dh] x [Dh, T] matmul per kv head;
+    # XLA:CPU runs the [T, Dh]-transposed form about 2x slower)
+    spec = "bkqd,bkdt->bkqt" if k_slots_last else "bkqd,bktd->bkqt"
+    scores = jnp.einsum(spec, q, k, preferred_element_type=acc).reshape(B, K, G, S, T)
     scores = jnp.where(mask[:, None, None], scores * (Dh ** -0.5), jnp.finfo(acc).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(compute_dtype).reshape(B, K, G * S, T)
     out = jnp.einsum("bkqt,bktd->bkqd", probs, v, preferred_element_type=acc)
     return out.astype(compute_dtype).reshape(B, K, G, S, Dh).transpose(0, 3, 1, 2, 4).reshape(B, S, H, Dh)
 
 
-def _chunked_attention(q, k, v, mask, compute_dtype, chunk):
+def _chunked_attention(q, k, v, mask, compute_dtype, chunk, k_slots_last=False):
     """`_attention` one block of `chunk` queries at a time (S padded to a multiple of it)."""
     B, S, H, Dh = q.shape
-    T = k.shape[2]
+    T = v.shape[2]
     n = -(-S // chunk)
     pad = n * chunk - S
     if mask is None:  # plain causal: query s sees keys t <= s (S == T)
@@ -119,7 +123,7 @@ def _chunked_attention(q, k, v, mask, compute_dtype, chunk):
     @jax.checkpoint
     def block(qm):
         qc, mc = qm
-        return _attention(qc, k, v, mc, compute_dtype, "xla")
+        return _attention(qc, k, v, mc, compute_dtype, "xla", k_slots_last=k_slots_last)
 
     out = lax.map(block, (q.swapaxes(0, 1), mask.swapaxes(0, 1)))  # [n, B, chunk, H, Dh]
     return out.swapaxes(0, 1).reshape(B, n * chunk, H, Dh)[:, :S]
@@ -151,7 +155,8 @@ def attention_block(config: ModelConfig, inv_freq, h, layer, kv=None, positions=
     """The first half of a block: h: [B, S, D] -> (mid = h + attention output [B, S, D],
     attention output [B, S, D], new kv). layer: one layer's params (compute dtype); kv: None or
     this layer's cache (k, v: [B, K, T, Dh]), or (k, v, i): every layer's cache [L, B, K, T, Dh]
-    and this layer's index, updated in place (returned as (k, v)); mask None = causal."""
+    and this layer's index, updated in place (returned as (k, v)); mask None = causal. Cached
+    keys keep their slots last (k: [B, K, Dh, T]; see `KVCache`)."""
     eps = config.rms_norm_eps
     attn = layer["self_attn"]
     x = rms_norm(h, layer["input_layernorm"]["scale"], eps)
@@ -163,21 +168,24 @@ def attention_block(config: ModelConfig, inv_freq, h, layer, kv=None, positions=
         k = rms_norm(k, attn["k_norm"]["scale"], eps)
     q = constrain(apply_rope(q, positions, inv_freq), ("batch", "seq", "heads", "head_dim"))
     k = apply_rope(k, positions, inv_freq)
-    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, Dh]: only the new tokens move
-    k, v = (constrain(t, ("batch", "kv_heads", "seq", "head_dim")) for t in (k, v))
-    if kv is not None and len(kv) == 3:  # (k, v) of every layer [L, B, K, T, Dh] and this layer's index
+    # only the new tokens move: v [B, K, S, Dh]; k the same without a cache, [B, K, Dh, S] with one
+    v = constrain(v.transpose(0, 2, 1, 3), V_CACHE_AXES[1:])
+    k = constrain(k.transpose(0, 2, 1, 3) if kv is None else k.transpose(0, 2, 3, 1),
+                  V_CACHE_AXES[1:] if kv is None else K_CACHE_AXES[1:])
+    if kv is not None and len(kv) == 3:  # every layer's cache (k [L, B, K, Dh, T], v) and this layer's index
         k_all, v_all, i = kv
-        k_all = lax.dynamic_update_slice(k_all, k.astype(k_all.dtype)[None], (i, 0, 0, write_index, 0))
+        k_all = lax.dynamic_update_slice(k_all, k.astype(k_all.dtype)[None], (i, 0, 0, 0, write_index))
         v_all = lax.dynamic_update_slice(v_all, v.astype(v_all.dtype)[None], (i, 0, 0, write_index, 0))
-        k_all, v_all = (constrain(t, KV_CACHE_AXES) for t in (k_all, v_all))
+        k_all, v_all = constrain(k_all, K_CACHE_AXES), constrain(v_all, V_CACHE_AXES)
         k, v, kv = k_all[i], v_all[i], (k_all, v_all)
     elif kv is not None:
-        k = lax.dynamic_update_slice_in_dim(kv[0], k.astype(kv[0].dtype), write_index, axis=2)
-        v = lax.dynamic_update_slice_in_dim(kv[1], v.astype(kv[1].dtype), write_index, axis=2)
-        k, v = (constrain(t, KV_CACHE_AXES[1:]) for t in (k, v))
+        k = constrain(lax.dynamic_update_slice_in_dim(kv[0], k.astype(kv[0].dtype), write_index, axis=3),
+                      K_CACHE_AXES[1:])
+        v = constrain(lax.dynamic_update_slice_in_dim(kv[1], v.astype(kv[1].dtype), write_index, axis=2),
+                      V_CACHE_AXES[1:])
         kv = (k, v)
     a = _attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, h.dtype, config.attention_impl,
-                   config.attention_chunk)
+                   config.attention_chunk, k_slots_last=kv is not None)
     attn_out = _dense(a, attn["o_proj"], "bshe,hed->bsd")
     return h + attn_out, attn_out, kv
 
@@ -243,14 +251,15 @@ def _validate(config, params, tokens, positions, mask, segment_ids, cache):
     if mask is not None and segment_ids is not None and cache is None:
         raise InputError("pass either mask or segment_ids, not both (a mask already says who sees whom)")
     if cache is not None:
-        expect = (config.num_layers, B, config.num_kv_heads, T, config.head_dim)
-        if cache.per_layer:
-            got = [tuple(np.shape(t)) for t in (*cache.k, *cache.v)]
-            if len(cache.k) != expect[0] or len(cache.v) != expect[0] or any(g != expect[1:] for g in got):
-                raise InputError(f"per-layer cache has {len(cache.k)} k and {len(cache.v)} v arrays of shapes "
-                                 f"{sorted(set(got))}, expected {expect[0]} of {expect[1:]}")
-        elif tuple(cache.k.shape) != expect:
-            raise InputError(f"cache.k has shape {tuple(cache.k.shape)}, expected {expect}")
+        L, K, Dh = config.num_layers, config.num_kv_heads, config.head_dim
+        for name, arrays, shape in (("k", cache.k, (B, K, Dh, T)), ("v", cache.v, (B, K, T, Dh))):
+            if cache.per_layer:
+                got = sorted({tuple(np.shape(t)) for t in arrays})
+                if len(arrays) != L or got != [shape]:
+                    raise InputError(f"per-layer cache.{name} has {len(arrays)} arrays of shapes {got}, "
+                                     f"expected {L} of {shape}")
+            elif tuple(np.shape(arrays)) != (L, *shape):
+                raise InputError(f"cache.{name} has shape {tuple(np.shape(arrays))}, expected {(L, *shape)}")
         if not isinstance(cache.index, jax.core.Tracer) and int(cache.index) + S > T:
             raise InputError(f"cache overflow: {int(cache.index)} cached + {S} new tokens > {T} slots")
 

@@ -32,7 +32,7 @@ import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 __all__ = ["Rules", "DEFAULT_RULES", "spec_for", "constrain", "use_mesh", "current_rules", "param_axes",
-           "KV_CACHE_AXES", "batch_vmap", "named_sharding"]
+           "K_CACHE_AXES", "V_CACHE_AXES", "batch_vmap", "named_sharding"]
 
 Names = Sequence[str | None]
 Rules = Mapping[str, str | tuple[str, ...] | None]
@@ -52,7 +52,8 @@ DEFAULT_RULES: Rules = {
 }
 
 # the KV cache's k and v: [L, B, K, T, Dh]
-KV_CACHE_AXES = ("layers", "batch", "kv_heads", "seq", "head_dim")
+K_CACHE_AXES = ("layers", "batch", "kv_heads", "head_dim", "seq")  # keys: slots last (`KVCache`)
+V_CACHE_AXES = ("layers", "batch", "kv_heads", "seq", "head_dim")
 
 _rules: Rules = DEFAULT_RULES
 # mesh axes already taken by an enclosing `batch_vmap` (its mapped axis), unavailable inside

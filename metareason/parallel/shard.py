@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from metareason.parallel.rules import KV_CACHE_AXES, param_axes, spec_for
+from metareason.parallel.rules import K_CACHE_AXES, V_CACHE_AXES, param_axes, spec_for
 
 __all__ = ["param_specs", "param_shardings", "shard_params", "sharded_init", "opt_state_specs", "state_specs",
            "constrain_state", "batch_spec", "shard_batch", "replicated", "cache_specs", "is_spec", "Placement"]
@@ -120,10 +120,15 @@ def shard_batch(batch, mesh: Mesh, *, local: bool = False):
 
 
 def cache_specs(cache, mesh) -> Any:
-    """Specs of a `KVCache` (k, v [L, B, K, T, Dh]; segment ids [B, T] on "batch")."""
-    kv = spec_for(KV_CACHE_AXES, cache.k.shape, mesh)
-    return type(cache)(k=kv, v=kv, segment_ids=spec_for(("batch", "seq"), cache.segment_ids.shape, mesh),
-                       index=P())
+    """Specs of a `KVCache` (k [L, B, K, Dh, T], v [L, B, K, T, Dh], or tuples of per-layer
+    arrays; segment ids [B, T] on "batch")."""
+    def specs(arrays, axes):
+        if cache.per_layer:
+            return tuple(spec_for(axes[1:], a.shape, mesh) for a in arrays)
+        return spec_for(axes, arrays.shape, mesh)
+
+    return type(cache)(k=specs(cache.k, K_CACHE_AXES), v=specs(cache.v, V_CACHE_AXES),
+                       segment_ids=spec_for(("batch", "seq"), cache.segment_ids.shape, mesh), index=P())
 
 
 
