@@ -14,6 +14,10 @@ stalls badly). Reports generated tokens/s
 our compile time, the ratio, and the fraction of rows whose greedy tokens agree exactly (a check
 that both ran the same model; fp32 on the CPU agrees on nearly all rows, bf16 diverges sooner).
 
+On a CPU it also reports the compute bound: the FLOPs of a decode step (projections, MLP, head,
+attention over every cache slot), the GFLOP/s that a 2x and a 5x ratio would need, and XLA's own
+matmul rate at the MLP's shape and at 1024^3 on this machine.
+
 On a GPU it also reports the fraction of the memory-bandwidth bound: each decode step must read
 every parameter once plus the KV cache written so far, so
     tokens/s <= batch x bandwidth / (param bytes + mean KV-cache bytes per step),
@@ -66,6 +70,28 @@ def best_of(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def decode_step_flops(config: ModelConfig, batch: int, slots: int) -> float:
+    """FLOPs of one decode step at `batch` rows attending to `slots` cache slots: the projections,
+    MLP and output head (2 per weight per row) plus attention scores and values."""
+    D, F, L = config.hidden_size, config.intermediate_size, config.num_layers
+    H, K, Dh, V = config.num_heads, config.num_kv_heads, config.head_dim, config.vocab_size
+    per_layer = 2 * (D * H * Dh + 2 * D * K * Dh + H * Dh * D + 3 * D * F) + 2 * 2 * H * Dh * slots
+    return batch * (L * per_layer + 2 * D * V)
+
+
+def matmul_gflops(m: int, k: int, n: int, reps: int) -> float:
+    """XLA's float32 [m, k] x [k, n] matmul rate on this backend, `reps` chained in one jit."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    a, b = jnp.ones((m, k), jnp.float32), jnp.full((k, n), 1e-3, jnp.float32)
+    f = jax.jit(lambda a, b: lax.fori_loop(0, reps, lambda i, x: x + (a + x[:1, :1]) @ b * 1e-9,
+                                           jnp.zeros((m, n), jnp.float32)))
+    f(a, b).block_until_ready()
+    sec = best_of(lambda: f(a, b).block_until_ready(), 5)
+    return 2 * m * k * n * reps / sec / 1e9
 
 
 def bandwidth_bound(config: ModelConfig, batch: int, prompt: int, new: int, bandwidth: float) -> float:
@@ -160,6 +186,19 @@ def main():
         result["bandwidth_bound_tokens_per_s"] = bound
         result["ours"]["fraction_of_bandwidth_bound"] = B * N / sec / bound
         print(f"memory-bandwidth bound {bound:,.0f} tokens/s; ours reaches {B * N / sec / bound:.0%}")
+    if backend == "cpu":
+        # the compute bound: what the ratio's target asks of this CPU's matmuls
+        flops = decode_step_flops(config, B, P + N - 1)
+        for r in (2, 5):
+            need = flops * N / (tsec / r) / 1e9
+            result[f"gflops_needed_for_{r}x"] = need
+        shape = (B, config.hidden_size, config.intermediate_size)
+        result["decode_step_flops"] = flops
+        result["xla_matmul_gflops"] = {"x".join(map(str, shape)): matmul_gflops(*shape, reps=1000),
+                                       "1024x1024x1024": matmul_gflops(1024, 1024, 1024, reps=10)}
+        print(f"a decode step is {flops / 1e6:.1f} MFLOP: 5x over transformers needs "
+              f"{result['gflops_needed_for_5x']:.0f} GFLOP/s of decoding; XLA's matmul rate here: "
+              + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in result["xla_matmul_gflops"].items()))
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(result, indent=2))
