@@ -51,7 +51,7 @@ DEFAULT_RULES: Rules = {
     "act_embed": None,
 }
 
-# the KV cache's k and v: [L, B, K, T, Dh]
+# the KV cache: k [L, B, K, Dh, T], v [L, B, K, T, Dh]
 K_CACHE_AXES = ("layers", "batch", "kv_heads", "head_dim", "seq")  # keys: slots last (`KVCache`)
 V_CACHE_AXES = ("layers", "batch", "kv_heads", "seq", "head_dim")
 

@@ -164,3 +164,19 @@ def test_sharding_really_splits():
     mesh = make_mesh(MeshConfig(data=1, fsdp=2, tensor=4))
     # 2 kv heads cannot be split 4 ways: replicated on tensor, still split on fsdp
     assert tuple(param_specs(CONFIG, mesh)["layers"]["self_attn"]["k_proj"]["kernel"]) == (None, "fsdp")
+
+
+def test_cache_specs_follow_each_layout():
+    """Keys [L, B, K, Dh, T] and values [L, B, K, T, Dh], stacked or per layer: batch on (data,
+    fsdp), kv heads on tensor, the rest replicated."""
+    from metareason.model import init_cache
+    from metareason.parallel import cache_specs
+
+    mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
+    want_k, want_v = (None, ("data", "fsdp"), "tensor"), (None, ("data", "fsdp"), "tensor")
+    stacked = cache_specs(init_cache(CONFIG, 4, 8), mesh)
+    assert tuple(stacked.k)[:3] == want_k and tuple(stacked.v)[:3] == want_v
+    assert tuple(stacked.segment_ids) == (("data", "fsdp"),)
+    split = cache_specs(init_cache(CONFIG, 4, 8, per_layer=True), mesh)
+    assert len(split.k) == CONFIG.num_layers
+    assert all(tuple(s)[:2] == want_k[1:] for s in (*split.k, *split.v))
