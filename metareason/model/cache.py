@@ -6,9 +6,10 @@ different lengths are expressed with segment ids or a mask). A slot's segment id
 which sequence the token belongs to; 0 marks an empty slot, which no real token attends.
 
 Two layouts hold the same cache: stacked (k: one [L, B, K, Dh, T] array, v: one [L, B, K, T, Dh])
-and per layer (k, v: tuples of L arrays [B, K, Dh, T] and [B, K, T, Dh]). `apply` takes and returns either. Decode loops carry the
-per-layer one: on XLA:CPU a layer's slice of a stacked cache is copied out at every step (all of
-it: about 8 MB per step for the lab model at batch 32), while a per-layer buffer is read in place.
+and per layer (k, v: tuples of L arrays [B, K, Dh, T] and [B, K, T, Dh]). `apply` takes and
+returns either. Decode loops carry the per-layer one: on XLA:CPU a layer's slice of a stacked
+cache is copied out at every step (all of it: about 8 MB per step for the lab model at batch 32),
+while a per-layer buffer is read in place.
 """
 
 from __future__ import annotations

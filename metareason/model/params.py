@@ -159,6 +159,7 @@ def _stacked_shapes(layers) -> Params:
     """Split layers -> one dict of `ShapeDtypeStruct`s with the layer axis (shapes only)."""
     if not layers:
         raise ParamsError("params['layers'] is an empty tuple")
+
     def stack(path, *xs):
         shapes = [tuple(np.shape(x)) for x in xs]
         bad = next((i for i, s in enumerate(shapes) if s != shapes[0]), None)

@@ -154,9 +154,9 @@ def mlp(m: jax.Array, mlp_params: dict[str, Any]) -> jax.Array:
 def attention_block(config: ModelConfig, inv_freq, h, layer, kv=None, positions=None, mask=None, write_index=None):
     """The first half of a block: h: [B, S, D] -> (mid = h + attention output [B, S, D],
     attention output [B, S, D], new kv). layer: one layer's params (compute dtype); kv: None or
-    this layer's cache (k, v: [B, K, T, Dh]), or (k, v, i): every layer's cache [L, B, K, T, Dh]
-    and this layer's index, updated in place (returned as (k, v)); mask None = causal. Cached
-    keys keep their slots last (k: [B, K, Dh, T]; see `KVCache`)."""
+    this layer's cache (k [B, K, Dh, T], v [B, K, T, Dh]: keys keep their slots last, see
+    `KVCache`), or (k, v, i): every layer's cache (k [L, B, K, Dh, T], v [L, B, K, T, Dh]) and
+    this layer's index, updated in place (returned as (k, v)); mask None = causal."""
     eps = config.rms_norm_eps
     attn = layer["self_attn"]
     x = rms_norm(h, layer["input_layernorm"]["scale"], eps)
@@ -191,8 +191,8 @@ def attention_block(config: ModelConfig, inv_freq, h, layer, kv=None, positions=
 
 
 def _layer(config: ModelConfig, inv_freq, h, layer, kv, positions, mask, write_index):
-    """One block. h: [B, S, D]; layer: one layer's params (compute dtype); kv: None or this
-    layer's cache (k, v: [B, K, T, Dh]). Returns (h, new_kv, intermediates)."""
+    """One block. h: [B, S, D]; layer: one layer's params (compute dtype); kv: None or the cache
+    as `attention_block` takes it. Returns (h, new_kv, intermediates)."""
     h = constrain(h, ("batch", "seq", "act_embed"))
     mid, attn_out, kv = attention_block(config, inv_freq, h, layer, kv, positions, mask, write_index)
     m = rms_norm(mid, layer["post_attention_layernorm"]["scale"], config.rms_norm_eps)
