@@ -10,14 +10,15 @@ scale"). Layout rules: `metareason.parallel.rules`.
 """
 
 from metareason.parallel.mesh import AXES, MeshConfig, MeshError, initialize_distributed, make_mesh
-from metareason.parallel.rules import (DEFAULT_RULES, K_CACHE_AXES, V_CACHE_AXES, batch_vmap, constrain, current_rules, param_axes, spec_for,
-                                       use_mesh)
+from metareason.parallel.rules import (DEFAULT_RULES, K_CACHE_AXES, V_CACHE_AXES, batch_vmap, constrain, current_rules,
+                                       param_axes, spec_for, use_mesh)
 from metareason.parallel.shard import (Placement, batch_spec, cache_specs, constrain_state, opt_state_specs, param_shardings,
                                        param_specs, replicated, shard_batch, shard_params, sharded_init)
 
 __all__ = [
     "AXES", "MeshConfig", "MeshError", "make_mesh", "initialize_distributed",
-    "DEFAULT_RULES", "K_CACHE_AXES", "V_CACHE_AXES", "batch_vmap", "constrain", "current_rules", "param_axes", "spec_for", "use_mesh",
+    "DEFAULT_RULES", "K_CACHE_AXES", "V_CACHE_AXES", "batch_vmap", "constrain", "current_rules", "param_axes",
+    "spec_for", "use_mesh",
     "param_specs", "param_shardings", "shard_params", "sharded_init", "opt_state_specs", "constrain_state",
     "batch_spec", "shard_batch", "replicated", "cache_specs", "Placement",
 ]
