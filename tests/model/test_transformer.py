@@ -53,6 +53,7 @@ def test_incremental_decoding_with_cache_equals_full_pass(name, chunks, per_laye
     np.testing.assert_allclose(one, both, **TOL)
     if per_layer:  # and the split weights are the same model without a cache
         np.testing.assert_allclose(apply(run_params, tokens, config=config).logits, full.logits, **TOL)
+        chex.assert_trees_all_equal(cache.stacked().split(), cache)  # the layouts convert both ways
 
 
 def test_split_layers_round_trip_and_errors():
