@@ -102,10 +102,10 @@ def _attention(q, k, v, mask, compute_dtype, impl, chunk=512, k_slots_last=False
     # (with the slots last, a decode step's scores are a plain [G, Dh] x [Dh, T] matmul per kv head;
     # XLA:CPU runs the [T, Dh]-transposed form about 2x slower)
     spec = "bkqd,bkdt->bkqt" if k_slots_last else "bkqd,bktd->bkqt"
-    scores = jnp.einsum(spec, q, k, preferred_element_type=acc).reshape(B, K, G, S, T)
+    scores = einsum_acc(spec, q, k).reshape(B, K, G, S, T)
     scores = jnp.where(mask[:, None, None], scores * (Dh ** -0.5), jnp.finfo(acc).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(compute_dtype).reshape(B, K, G * S, T)
-    out = jnp.einsum("bkqt,bktd->bkqd", probs, v, preferred_element_type=acc)
+    out = einsum_acc("bkqt,bktd->bkqd", probs, v)
     return out.astype(compute_dtype).reshape(B, K, G, S, Dh).transpose(0, 3, 1, 2, 4).reshape(B, S, H, Dh)
 
 
@@ -129,10 +129,43 @@ def _chunked_attention(q, k, v, mask, compute_dtype, chunk, k_slots_last=False):
     return out.swapaxes(0, 1).reshape(B, n * chunk, H, Dh)[:, :S]
 
 
+def einsum_acc(spec: str, x: jax.Array, w: jax.Array) -> jax.Array:
+    """`jnp.einsum(spec, x, w)` of two operands of one dtype, accumulated and returned in
+    `_acc(x.dtype)` (float32 for bf16).
+
+    Its gradient takes the cotangent back to x's dtype before the two backward matmuls (which
+    still accumulate in float32), as a bf16 framework's backward does. Without that, the float32
+    cotangent of the float32 result would make XLA run both backward matmuls in float32 (TF32 on
+    GPUs): an H200 spent about half of a Qwen2-1.5B SFT step in them. For float32 / float64
+    operands this is a plain einsum."""
+    if jnp.dtype(x.dtype) == _acc(x.dtype):
+        return jnp.einsum(spec, x, w, preferred_element_type=_acc(x.dtype))
+    return _einsum_low_grad(spec, x, w)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _einsum_low_grad(spec, x, w):
+    return jnp.einsum(spec, x, w, preferred_element_type=_acc(x.dtype))
+
+
+def _einsum_low_grad_fwd(spec, x, w):
+    return _einsum_low_grad(spec, x, w), (x, w)
+
+
+def _einsum_low_grad_bwd(spec, res, ct):
+    x, w = res
+    # the einsum's transposes with x's dtype in and out (XLA still accumulates them in float32)
+    _, vjp = jax.vjp(lambda a, b: jnp.einsum(spec, a, b), x, w)
+    return vjp(ct.astype(x.dtype))
+
+
+_einsum_low_grad.defvjp(_einsum_low_grad_fwd, _einsum_low_grad_bwd)
+
+
 def _dense(x, p, spec):
     """Einsum with an optional bias, accumulating in float32, result in x's dtype."""
     acc = _acc(x.dtype)
-    y = jnp.einsum(spec, x, p["kernel"], preferred_element_type=acc)
+    y = einsum_acc(spec, x, p["kernel"].astype(x.dtype))
     if "bias" in p:
         y = y + p["bias"].astype(acc)
     return y.astype(x.dtype)
@@ -311,9 +344,8 @@ def output_logits(params: dict[str, Any], hidden: jax.Array, *, config: ModelCon
     cdt = jnp.dtype(config.compute_dtype)
     h = hidden.astype(cdt)
     if config.tie_word_embeddings:
-        return jnp.einsum("...d,vd->...v", h, params["embed_tokens"]["embedding"].astype(cdt),
-                          preferred_element_type=_acc(cdt))
-    return jnp.einsum("...d,dv->...v", h, params["lm_head"]["kernel"].astype(cdt), preferred_element_type=_acc(cdt))
+        return einsum_acc("...d,vd->...v", h, params["embed_tokens"]["embedding"].astype(cdt))
+    return einsum_acc("...d,dv->...v", h, params["lm_head"]["kernel"].astype(cdt))
 
 
 def _trunk(params, tokens, positions, mask, segment_ids, cache, *, config, return_intermediates):
