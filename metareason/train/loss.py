@@ -31,7 +31,10 @@ def next_token_loss(logits: jax.Array, batch: dict[str, jax.Array]) -> tuple[jax
 
 
 def _targets(batch):
-    tokens, seg, mask = batch["tokens"], batch["segment_ids"], batch["loss_mask"]
+    tokens, mask = batch["tokens"], batch["loss_mask"]
+    seg = batch.get("segment_ids")
+    if seg is None:  # an unpacked batch: one sequence per row
+        return tokens[:, 1:], (mask[:, 1:] > 0).astype(jnp.float32)
     weight = ((mask[:, 1:] > 0) & (seg[:, 1:] == seg[:, :-1]) & (seg[:, 1:] > 0)).astype(jnp.float32)
     return tokens[:, 1:], weight
 
@@ -69,17 +72,20 @@ def token_scores(params: Any, hidden: jax.Array, targets: jax.Array, *, config: 
 
 def sft_loss(params: Any, batch: dict[str, jax.Array], *, config: ModelConfig):
     """(loss, metrics) of `params` on a packed batch with tokens, segment_ids, positions and
-    loss_mask, each int32[B, S]. With `config.loss_chunk` the logits are computed in chunks."""
+    loss_mask, each int32[B, S]. With `config.loss_chunk` the logits are computed in chunks.
+
+    A batch without segment_ids (and positions) is unpacked, one sequence per row: attention is
+    plain causal, which reaches cuDNN's causal kernel (`attention_impl="cudnn"`) rather than a
+    dense [B, S, S] mask."""
     S = batch["tokens"].shape[1]
+    inputs = dict(segment_ids=batch.get("segment_ids"), positions=batch.get("positions"))
     if config.loss_chunk and S - 1 > config.loss_chunk:
-        hidden, _ = hidden_states(params, batch["tokens"], config=config, segment_ids=batch["segment_ids"],
-                                  positions=batch["positions"])
+        hidden, _ = hidden_states(params, batch["tokens"], config=config, **inputs)
         targets, weight = _targets(batch)
         logp, _, correct = token_scores(params, hidden[:, :-1], targets, config=config, chunk=config.loss_chunk)
         count = weight.sum()
         denom = jnp.maximum(count, 1.0)
         loss = -(logp * weight).sum() / denom
         return loss, {"loss": loss, "tokens": count, "accuracy": (correct * weight).sum() / denom}
-    logits = apply(params, batch["tokens"], config=config, segment_ids=batch["segment_ids"],
-                   positions=batch["positions"]).logits
+    logits = apply(params, batch["tokens"], config=config, **inputs).logits
     return next_token_loss(logits, batch)
