@@ -53,9 +53,12 @@ def test_train_step_memory_matches_the_compiled_step(remat, impl, B, S):
     est = train_step_memory(config, batch=B, seq=S)
     # the arguments are the params, Adam's two moments, 20 bytes of step and RNG, and the batch
     assert got.argument_size_in_bytes - 4 * B * S * 4 - 20 == est.state
-    # the compiler's temporaries: gradients, activations and logits, within its scheduling's slack
+    # the compiler's temporaries: gradients, activations and logits, within its scheduling's slack.
+    # XLA:CPU runs every matmul in float32, so a bf16 step also holds float32 copies of matmul
+    # operands, which the arithmetic (sized for accelerators' native bf16 matmuls) leaves out; with
+    # the backward matmuls taking bf16 cotangents (`einsum_acc`) that is 5 of 86 MiB here (0.756 -> 0.714)
     ratio = (est.gradients + est.activations + est.logits) / got.temp_size_in_bytes
-    assert 0.75 < ratio < 1.15, ratio
+    assert (0.7 if remat == "bf16" else 0.75) < ratio < 1.15, ratio
 
 
 def test_sharded_train_step_memory_per_device():
