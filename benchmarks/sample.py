@@ -116,7 +116,7 @@ def main():
     config, B, P, N = p["config"], a.batch or p["batch"], a.prompt or p["prompt"], a.new or p["new"]
     backend = jax.default_backend()
     params = init(config, jax.random.key(0))
-    prompts = np.asarray(jax.random.randint(jax.random.key(1), (B, P), 0, config.vocab_size), np.int32)
+    prompts = np.array(jax.random.randint(jax.random.key(1), (B, P), 0, config.vocab_size), np.int32)
     lengths = np.full(B, P, np.int32)
     sampling = SamplingConfig(temperature=a.temperature, max_new_tokens=N)
     key = jax.random.key(2)
@@ -158,15 +158,16 @@ def main():
     # another process holds a core, so the faster of the two is the honest peer
     threads = [torch.get_num_threads()] + ([1] if device == "cpu" and torch.get_num_threads() > 1 else [])
     per_threads = {}
+    ref = None
     for n in threads:
         torch.set_num_threads(n)
-        theirs()  # warm-up
+        warm = theirs()  # warm-up; greedy, so its tokens are the reference
+        ref = warm[:, P:].cpu().numpy() if ref is None else ref
         per_threads[n] = best_of(theirs, a.repeats)
         print(f"transformers with {n} torch thread(s): {B * N / per_threads[n]:,.0f} tokens/s", flush=True)
     best_threads = min(per_threads, key=per_threads.get)
     torch.set_num_threads(best_threads)
     tsec = per_threads[best_threads]
-    ref = theirs()[:, P:].cpu().numpy()
     result["transformers"] = {"seconds": tsec, "tokens_per_s": B * N / tsec, "version": transformers.__version__,
                               "torch": torch.__version__, "torch_threads": best_threads,
                               "tokens_per_s_by_threads": {str(n): B * N / t for n, t in per_threads.items()}}
