@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU benchmark of the project, in one go, for one device session (about 6 minutes on an
+# Every GPU benchmark of the project, in one go, for one device session (about 3 minutes on an
 # H200 once the machine is up): the sampler (issue 6) and the SFT step's MFU (issue 7), each
 # side by side with transformers on the same card. Writes JSON and logs to OUTDIR.
 #
