@@ -46,7 +46,7 @@ import optax  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from forward import PRESETS as FORWARD_PRESETS  # noqa: E402
-from forward import forward_flops, transformers_model  # noqa: E402
+from forward import forward_flops, matmul_peak_tflops, transformers_model  # noqa: E402
 
 from metareason.model import ModelConfig, init  # noqa: E402
 from metareason.train import init_state, make_train_step  # noqa: E402
@@ -93,7 +93,7 @@ def bench_transformers(config: ModelConfig, params, tokens: np.ndarray, iters: i
     step()
     sec = timed_steps(step, iters)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
-    del model, opt
+    model = opt = None  # (not del: `step` closes over them) so the card's memory can go back
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()
@@ -210,13 +210,7 @@ def main():
               + (f"; peak memory {r['peak_memory_gib']:.1f} GiB" if r.get("peak_memory_gib") else ""), flush=True)
 
     if a.peak:
-        n = 8192 if backend == "gpu" else 1024
-        x = jnp.ones((n, n), base.compute_dtype)
-        mm = jax.jit(lambda x: x @ x)
-        mm(x).block_until_ready()
-        sec = timed_steps(lambda: mm(x).block_until_ready(), 10)
-        result["matmul_peak_tflops"] = 2 * n**3 / sec / 1e12
-        print(f"{n}^3 {base.compute_dtype} matmul: {result['matmul_peak_tflops']:.1f} TFLOP/s", flush=True)
+        result["matmul_peak_tflops"] = matmul_peak_tflops(base.compute_dtype)
     if not a.no_reference:
         import torch
         import transformers

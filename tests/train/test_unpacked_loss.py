@@ -3,7 +3,6 @@ attention) equals a numpy next-token NLL of the model's logits and the packed fo
 per row, plain and chunked."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
