@@ -100,7 +100,8 @@ def bench_transformers(config: ModelConfig, params, tokens: np.ndarray, iters: i
     return {"seconds": sec, "first_loss": losses[0], "last_loss": losses[-1], "peak_memory_gib": peak}
 
 
-def device_time_by_op(trace_dir: Path, steps: int, top: int = 30, processes: tuple[str, ...] = ("device", "gpu")) -> dict:
+def device_time_by_op(trace_dir: Path, steps: int, top: int = 30,
+                      processes: tuple[str, ...] = ("device", "gpu")) -> dict:
     """{device thread: {"total_ms", "top": [[op or kernel name, ms per step], ...]}} from the newest
     `jax.profiler` trace under `trace_dir` covering `steps` steps (device threads only: on a GPU
     one per stream, plus XLA's op-level view)."""
@@ -231,7 +232,8 @@ def main():
             continue
         result["ours"][name] = r
         for thread, d in r.get("device_time_by_op", {}).items():
-            print(f"  {thread}: {d['total_ms']:.1f} ms/step; " + ", ".join(f"{n[:60]} {ms:.1f}" for n, ms in d["top"][:8]))
+            top = ", ".join(f"{n[:60]} {ms:.1f}" for n, ms in d["top"][:8])
+            print(f"  {thread}: {d['total_ms']:.1f} ms/step; {top}")
         report(f"ours[{name}] (compile {r['compile_s']:.1f} s)", r)
         if "transformers" in result:
             r["speedup_vs_transformers"] = result["transformers"]["seconds"] / r["seconds"]
