@@ -195,10 +195,10 @@ def run_demo(cfg: DemoConfig) -> Path:
 
     out = Path(cfg.out)
     model_dir = out / "model"
-    # the demo model BENCHMARKS.md reports: the arith-long model on its first 4,000 questions, 2600 steps,
-    # cosine to 10%
+    # the demo model BENCHMARKS.md reports: the arith-long model on its first 4,000 questions, 8 x 256
+    # tokens per step, 2600 steps, cosine to 10%
     preset = train_presets()["arith-long"]
-    train_cfg = dataclasses.replace(preset, out=model_dir, steps=cfg.steps, seed=cfg.seed,
+    train_cfg = dataclasses.replace(preset, out=model_dir, steps=cfg.steps, seed=cfg.seed, batch_size=8, seq_len=256,
                                     lab=dataclasses.replace(preset.lab, train_size=4000),
                                     optimizer=OptimizerConfig(lr=3e-3),
                                     model=cfg.model, eval_questions=cfg.eval_questions)
