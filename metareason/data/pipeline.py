@@ -156,17 +156,25 @@ def pack_batches(encoded: grain.MapDataset | grain.IterDataset, *, seq_len: int,
 def training_batches(source: Sequence[Any], encode: Callable[[Record], Encoded], *, seq_len: int,
                      batch_size: int, seed: int, num_epochs: int | None = None, shuffle: bool = True,
                      too_long: TooLong = "truncate", num_packing_bins: int | None = None,
-                     drop_remainder: bool = True, read_options: grain.ReadOptions | None = None) -> grain.IterDataset:
+                     drop_remainder: bool = True, read_options: grain.ReadOptions | None = None,
+                     prefetch: int = 0) -> grain.IterDataset:
     """The whole pipeline: `record_dataset` -> `encode_dataset` -> `pack_batches`.
 
     source: random-access records (a `RecordSource` from `build_and_load`, or a list of records).
     encode: record -> {"tokens": int[n], "loss_mask": int[n]}.
     seed: seeds the record shuffle (seed + epoch per epoch) and the packed-row order.
     num_epochs: passes over the records (None: forever).
+    prefetch: batches prepared ahead in a background thread (grain's `ThreadPrefetchIterDataset`),
+    so packing overlaps the train step; 0: none. The iterator state still names the next batch the
+    caller will get, so resuming is exact either way.
     Returns an IterDataset of dicts of int32[batch_size, seq_len] (see the module docstring);
     `iter()` of it gives a checkpointable `grain.DatasetIterator` (`get_state` / `set_state`).
     """
     records = record_dataset(source, seed=seed, shuffle=shuffle, num_epochs=num_epochs)
     encoded = encode_dataset(records, encode, seq_len=seq_len, too_long=too_long)
-    return pack_batches(encoded, seq_len=seq_len, batch_size=batch_size, seed=seed,
-                        num_packing_bins=num_packing_bins, drop_remainder=drop_remainder, read_options=read_options)
+    batches = pack_batches(encoded, seq_len=seq_len, batch_size=batch_size, seed=seed,
+                           num_packing_bins=num_packing_bins, drop_remainder=drop_remainder, read_options=read_options)
+    if isinstance(prefetch, bool) or not isinstance(prefetch, (int, np.integer)) or prefetch < 0:
+        raise DataError(f"prefetch must be an integer >= 0, got {prefetch!r}")
+    return grain.experimental.ThreadPrefetchIterDataset(batches, prefetch_buffer_size=int(prefetch)) if prefetch \
+        else batches

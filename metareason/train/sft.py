@@ -192,7 +192,8 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     slots = trajectory_slots(len(sources["train"]), cfg.k_trajectories, cfg.slots_per_question, cfg.seed)
     dataset = training_batches(TrajectorySlots(sources["train"], slots), fmt.example, seq_len=cfg.seq_len,
                                batch_size=cfg.batch_size, seed=cfg.seed, num_epochs=None,
-                               num_packing_bins=cfg.packing_bins or 4 * cfg.batch_size, too_long="error")
+                               num_packing_bins=cfg.packing_bins or 4 * cfg.batch_size, too_long="error",
+                               prefetch=2)  # packing overlaps the step (the "none" style packs ~84 per step)
     batches = iter(dataset)
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
     start = 0
@@ -232,6 +233,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     finally:
         pbar.close()
         ckpt.close()
+        batches.close()  # stops the prefetch thread
     summary: dict[str, Any] = {"steps": cfg.steps, "out": str(out), "model": cfg.init or cfg.model,
                                "params": model_cfg.num_params()}
     if lab_data:

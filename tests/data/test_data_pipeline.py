@@ -153,6 +153,29 @@ def test_iterator_state_restores_an_identical_continuation(k):
     _same(_take(rebuilt, 15), rest)
 
 
+@pytest.mark.parametrize("k", [0, 5])
+def test_prefetched_batches_and_states_equal_the_plain_ones(k):
+    """prefetch > 0 packs ahead in a thread: the same batches, and a state saved after k batches
+    (while the thread is ahead) restores the continuation exactly, into either pipeline."""
+    records = _records(30, seed=1)
+    kw = dict(seq_len=S, batch_size=3, seed=11, num_epochs=4, num_packing_bins=7)
+    plain, ahead = iter(training_batches(records, encode, **kw)), iter(training_batches(records, encode, **kw,
+                                                                                        prefetch=2))
+    _same(_take(ahead, k), _take(plain, k))
+    state = json.loads(json.dumps(ahead.get_state()))
+    assert state == json.loads(json.dumps(plain.get_state()))
+    rest = _take(plain, 12)
+    _same(_take(ahead, 12), rest)
+    for prefetch in (0, 3):
+        fresh = iter(training_batches(records, encode, **kw, prefetch=prefetch))
+        fresh.set_state(state)
+        _same(_take(fresh, 12), rest)
+        fresh.close()
+    ahead.close()
+    with pytest.raises(DataError, match="prefetch must be an integer >= 0"):
+        training_batches(records, encode, **kw, prefetch=-1)
+
+
 class SmallBuilder(RecordsBuilder, skip_registration=True):
     SPLITS = ("train",)
 
