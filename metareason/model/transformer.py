@@ -136,30 +136,28 @@ def einsum_acc(spec: str, x: jax.Array, w: jax.Array) -> jax.Array:
     Its gradient takes the cotangent back to x's dtype before the two backward matmuls (which
     still accumulate in float32), as a bf16 framework's backward does. Without that, the float32
     cotangent of the float32 result would make XLA run both backward matmuls in float32 (TF32 on
-    GPUs): an H200 spent about half of a Qwen2-1.5B SFT step in them. For float32 / float64
-    operands this is a plain einsum."""
+    GPUs): an H200 spent about half of a Qwen2-1.5B SFT step in them. Forward-mode tangents are
+    computed the same way (in x's dtype, then widened). For float32 / float64 operands this is a
+    plain einsum."""
     if jnp.dtype(x.dtype) == _acc(x.dtype):
         return jnp.einsum(spec, x, w, preferred_element_type=_acc(x.dtype))
     return _einsum_low_grad(spec, x, w)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _einsum_low_grad(spec, x, w):
     return jnp.einsum(spec, x, w, preferred_element_type=_acc(x.dtype))
 
 
-def _einsum_low_grad_fwd(spec, x, w):
-    return _einsum_low_grad(spec, x, w), (x, w)
-
-
-def _einsum_low_grad_bwd(spec, res, ct):
-    x, w = res
-    # the einsum's transposes with x's dtype in and out (XLA still accumulates them in float32)
-    _, vjp = jax.vjp(lambda a, b: jnp.einsum(spec, a, b), x, w)
-    return vjp(ct.astype(x.dtype))
-
-
-_einsum_low_grad.defvjp(_einsum_low_grad_fwd, _einsum_low_grad_bwd)
+@_einsum_low_grad.defjvp
+def _einsum_low_grad_jvp(spec, primals, tangents):
+    # a JVP rule (not a VJP), so forward mode (jax.jvp, forward-over-reverse Hessian products)
+    # still works; reverse mode transposes it: each `astype` casts the cotangent to x's dtype, and
+    # the einsums' transposes then run in that dtype (XLA accumulates them in float32)
+    x, w = primals
+    dx, dw = tangents
+    acc = _acc(x.dtype)
+    return _einsum_low_grad(spec, x, w), jnp.einsum(spec, dx, w).astype(acc) + jnp.einsum(spec, x, dw).astype(acc)
 
 
 def _dense(x, p, spec):
