@@ -193,7 +193,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     dataset = training_batches(TrajectorySlots(sources["train"], slots), fmt.example, seq_len=cfg.seq_len,
                                batch_size=cfg.batch_size, seed=cfg.seed, num_epochs=None,
                                num_packing_bins=cfg.packing_bins or 4 * cfg.batch_size, too_long="error",
-                               prefetch=2)  # packing overlaps the step (the "none" style packs ~84 per step)
+                               prefetch=2)  # packing overlaps the step (short examples pack dozens to a step)
     batches = iter(dataset)
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
     start = 0
