@@ -46,7 +46,7 @@ import optax  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from forward import PRESETS as FORWARD_PRESETS  # noqa: E402
-from forward import forward_flops, matmul_peak_tflops, transformers_model  # noqa: E402
+from forward import forward_flops, matmul_peak_tflops, time_it, transformers_model  # noqa: E402
 
 from metareason.model import ModelConfig, init  # noqa: E402
 from metareason.train import init_state, make_train_step  # noqa: E402
@@ -65,14 +65,6 @@ def our_optimizer() -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(CLIP), optax.adamw(LR, b1=B1, b2=B2, weight_decay=WEIGHT_DECAY))
 
 
-def timed_steps(step, iters: int) -> float:
-    """Mean seconds of `step()` (which must block until its step is done) over `iters` calls."""
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        step()
-    return (time.perf_counter() - t0) / iters
-
-
 def bench_transformers(config: ModelConfig, params, tokens: np.ndarray, iters: int, device: str) -> dict:
     import torch
 
@@ -89,9 +81,7 @@ def bench_transformers(config: ModelConfig, params, tokens: np.ndarray, iters: i
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())  # a host sync, like ours
-    step()
-    step()
-    sec = timed_steps(step, iters)
+    sec = time_it(step, iters)  # two warm-up steps, then the mean of `iters`
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
     model = opt = None  # (not del: `step` closes over them) so the card's memory can go back
     gc.collect()
@@ -142,9 +132,7 @@ def bench_ours(config: ModelConfig, params, tokens: np.ndarray, iters: int, form
         nonlocal state
         state, metrics = compiled(state, batch)
         losses.append(float(metrics["loss"]))  # blocks until the step is done
-    step()
-    step()
-    sec = timed_steps(step, iters)
+    sec = time_it(step, iters)  # two warm-up steps, then the mean of `iters`
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
     out = {"seconds": sec, "compile_s": compile_s, "first_loss": losses[0], "last_loss": losses[-1],
