@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from metareason.inner.lab_meta import (CONDITIONS, LabMetaConfig, build_tasks, evaluate_lab, lab_table,  # noqa: E402
+from metareason.studies.lab_meta import (CONDITIONS, LabMetaConfig, build_tasks, evaluate_lab, lab_table,  # noqa: E402
                                        meta_train_lab, sft_train_lab)
 from metareason.tasks.lab import LabConfig, lab_records  # noqa: E402
 from metareason.train.evaluation import lab_accuracy  # noqa: E402

@@ -10,7 +10,7 @@ import pytest
 @pytest.mark.parametrize("module", ["metareason", "metareason.model", "metareason.tokenize", "metareason.cli",
                                     "metareason.sample", "metareason.tasks", "metareason.train",
                                     "metareason.data.manual", "metareason.probe.run", "metareason.inner",
-                                    "metareason.inner.compare", "metareason.evaluate", "metareason.evaluate.run",
+                                    "metareason.studies.compare", "metareason.evaluate", "metareason.evaluate.run",
                                     "metareason.train.rl"])
 def test_import_chain_is_light(module):
     code = (f"import sys, {module}\n"

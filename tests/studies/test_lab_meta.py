@@ -1,4 +1,4 @@
-"""Lab meta-learning vs SFT (metareason.inner.lab_meta) against independent references: losses on
+"""Lab meta-learning vs SFT (metareason.studies.lab_meta) against independent references: losses on
 hand-built token sequences through `metareason.model.apply`, a hand-written one-step MAML on
 unpadded sequences (value and meta-gradient), a manual AdamW loop with `sft_loss`, and a short
 meta-training run that must lower the held-out adapted answer loss."""
@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from metareason.inner.lab_meta import (LabMetaConfig, LabMetaError, LabTasks, build_tasks, evaluate_lab, lab_table,
+from metareason.studies.lab_meta import (LabMetaConfig, LabMetaError, LabTasks, build_tasks, evaluate_lab, lab_table,
                                        make_lab_step, masked_nll, mean_ci, meta_train_lab, query_loss,
                                        question_schedule, select, sft_train_lab, support_loss, wilson_ci)
 from metareason.inner.meta import meta_loss

@@ -38,8 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from metareason.inner.loop import inner_loop
-from metareason.inner.meta import make_meta_step
+from metareason.inner import inner_loop, make_meta_step
 from metareason.model import ModelConfig, apply, init
 from metareason.tasks.lab import answer_suffix_tokens, encode_example, prompt_tokens
 from metareason.tokenize.lab import ANSWER_TEMPLATE, LAB_VOCAB, LabVocab

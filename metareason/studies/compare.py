@@ -89,9 +89,8 @@ def _trim(example, max_tokens: int):
 
 
 def _row(params, config, example, cfg: CompareConfig) -> dict[str, Any]:
-    from metareason.inner.descent import question_descent
-    from metareason.inner.implicit import implicit_trajectory
-    from metareason.inner.prop21 import prop21_on_model
+    from metareason.inner import implicit_trajectory, question_descent
+    from metareason.studies.prop21 import prop21_on_model
 
     T = len(example.trajectory)
     ks = np.unique(np.r_[np.arange(0, T + 1, cfg.every), T])
@@ -263,8 +262,7 @@ def run_compare(cfg: CompareConfig, *, model=None) -> dict[str, Any]:
     figures, out/results.json and out/summary.md. Returns the results dict."""
     from tqdm.auto import tqdm
 
-    from metareason.inner.descent import SUBSETS
-    from metareason.inner.objectives import ExampleError
+    from metareason.inner import SUBSETS, ExampleError
     from metareason.probe.inputs import HFCodec, LabCodec, examples_from_records
     from metareason.probe.run import load_model
 

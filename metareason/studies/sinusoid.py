@@ -17,8 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from metareason.inner.loop import inner_loop
-from metareason.inner.meta import make_meta_step
+from metareason.inner import inner_loop, make_meta_step
 
 __all__ = ["SinusoidConfig", "sample_tasks", "init_mlp", "mlp", "mse", "evaluate", "train"]
 
