@@ -112,8 +112,7 @@ def summarise_dataset(rows: Sequence[dict], ks: Sequence[int]) -> dict[str, Any]
     n = np.asarray([len(r["correct"]) for r in rows])
     c = np.asarray([sum(r["correct"]) for r in rows])
     res: dict[str, Any] = {"questions": len(rows), "samples_per_question": int(n.min()) if len(n) else 0}
-
-    def ci(values):
+    def ci(values):  # the mean over questions with its t interval, as written to results.json
         return mean_interval(values, nan_policy="omit").as_dict()
 
     for k in ks:
