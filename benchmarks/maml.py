@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from metareason.inner import make_meta_step  # noqa: E402
-from metareason.inner.sinusoid import init_mlp, mse, sample_tasks  # noqa: E402
+from metareason.studies.sinusoid import init_mlp, mse, sample_tasks  # noqa: E402
 
 T, K, INNER_LR, OUTER_LR = 25, 10, 0.01, 1e-3
 

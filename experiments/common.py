@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 
 from metareason.evaluate.passk import mg_pass_at_k, pass_at_k  # noqa: E402
 from metareason.evaluate.run import EvalConfig, run_eval  # noqa: E402
-from metareason.probe.analysis import mean_ci  # noqa: E402
+from metareason.stats import mean_interval, paired_difference  # noqa: E402
 from metareason.tasks.lab import LabConfig, lab_records  # noqa: E402
 from metareason.train.rl import GRPOConfig, train_grpo  # noqa: E402
 from metareason.train.sft import SFTConfig, train_sft  # noqa: E402
@@ -99,9 +99,9 @@ def per_question(rows: Sequence[dict], metric: str, k: int) -> np.ndarray:
     return {"pass": pass_at_k, "mg-pass": mg_pass_at_k}[metric](n, c, k)
 
 
-def ci(values) -> dict[str, float]:
-    m, lo, hi = mean_ci(values)
-    return {"mean": m, "low": lo, "high": hi}
+def ci(values) -> dict[str, Any]:
+    """The t interval of the mean over questions, as a results-file dict (`Interval.as_dict`)."""
+    return mean_interval(values, nan_policy="omit").as_dict()
 
 
 def arm_metrics(rows: Sequence[dict], ks: Sequence[int]) -> dict[str, Any]:
@@ -120,7 +120,7 @@ def paired(rows_a: Sequence[dict], rows_b: Sequence[dict], metric: str, k: int) 
     ia = {r["id"]: i for i, r in enumerate(rows_a)}
     order = [ia[r["id"]] for r in rows_b]
     a = per_question(rows_a, metric, k)[order]
-    return ci(a - per_question(rows_b, metric, k))
+    return paired_difference(a, per_question(rows_b, metric, k), nan_policy="omit").as_dict()
 
 
 def bars(arms: dict[str, dict], metrics: Sequence[str], path: Path, title: str) -> None:

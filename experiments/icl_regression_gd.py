@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 
-from metareason.inner.icl_regression import ICLConfig, train  # noqa: E402
+from metareason.studies.icl_regression import ICLConfig, train  # noqa: E402
 
 
 def plot(res: dict, path: Path) -> None:

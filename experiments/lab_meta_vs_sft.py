@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from metareason.inner.lab_meta import (CONDITIONS, LabMetaConfig, build_tasks, evaluate_lab, lab_table,  # noqa: E402
-                                       meta_train_lab, sft_train_lab)
+from metareason.studies.lab_eval import CONDITIONS, evaluate_lab, lab_table  # noqa: E402
+from metareason.studies.lab_meta import LabMetaConfig, meta_train_lab, sft_train_lab  # noqa: E402
+from metareason.studies.lab_tasks import build_tasks  # noqa: E402
 from metareason.tasks.lab import LabConfig, lab_records  # noqa: E402
 from metareason.train.evaluation import lab_accuracy  # noqa: E402
 from metareason.train.presets import model_preset  # noqa: E402
@@ -58,7 +59,7 @@ def without_final_result(record: dict) -> dict:
 
 
 def fmt(c: dict, digits: int = 3) -> str:
-    return f"{c['mean']:.{digits}f} [{c['lo']:.{digits}f}, {c['hi']:.{digits}f}]"
+    return f"{c['mean']:.{digits}f} [{c['low']:.{digits}f}, {c['high']:.{digits}f}]"
 
 
 def markdown(table: dict) -> str:
@@ -106,7 +107,7 @@ def figure(out: dict, path: Path) -> None:
         cells = [out["table"]["loss"][arm][c] for c in CONDITIONS]
         cells.append(out["table"]["without_final_result"][arm]["adapted"])
         means = np.array([c["mean"] for c in cells])
-        err = np.clip([[c["mean"] - c["lo"] for c in cells], [c["hi"] - c["mean"] for c in cells]], 0, None)
+        err = np.clip([[c["mean"] - c["low"] for c in cells], [c["high"] - c["mean"] for c in cells]], 0, None)
         ax.bar(x + (j - 0.5) * 0.38, means, 0.38, yerr=err, capsize=3, color=color, label=arm)
     ax.set_xticks(x, [LABELS[c] for c in CONDITIONS] + ["(ii') adapted on trajectory\nminus its final number"],
                   fontsize=7)
@@ -119,7 +120,7 @@ def figure(out: dict, path: Path) -> None:
     for j, (arm, color) in enumerate((("meta", "tab:purple"), ("sft", "tab:green"))):
         cells = [out["table"]["exact"][arm][c] for c in CONDITIONS] + [out["table"]["greedy_accuracy"][arm]]
         means = np.array([c["mean"] for c in cells])
-        err = np.clip([[c["mean"] - c["lo"] for c in cells], [c["hi"] - c["mean"] for c in cells]], 0, None)
+        err = np.clip([[c["mean"] - c["low"] for c in cells], [c["high"] - c["mean"] for c in cells]], 0, None)
         ax.bar(np.arange(4) + (j - 0.5) * 0.38, means, 0.38, yerr=err, capsize=3, color=color, label=arm)
     ax.set_xticks(np.arange(4), [n.replace("exact ", "exact\n") for n in names], fontsize=8)
     ax.set_ylim(0, 1.05)

@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 
-from metareason.inner.prop21 import init_params, prop21_check, softmax_check  # noqa: E402
+from metareason.studies.prop21 import init_params, prop21_check, softmax_check  # noqa: E402
 
 KEYS = ("span_residual", "key_residual", "attn_rel_mean", "out_rel_mean", "out_norm_rel_max", "pred_gap_rel")
 

@@ -26,6 +26,7 @@ import time
 import numpy as np
 from common import arm_metrics, bars, ci, evaluate, grpo, machine, paired, parser, question_file, save_figure, sft, table
 
+from metareason.stats import paired_difference
 from metareason.tasks.lab import LabConfig
 from metareason.train.grpo import GRPOLossConfig
 from metareason.train.rl import GRPOConfig
@@ -81,7 +82,8 @@ def main(argv=None):
                            seed=a.seed) for x in (before, after))
         train_reward[f"{after} vs {before}"] = {
             "before": ci([np.mean(r["rewards"]) for r in r0]), "after": ci([np.mean(r["rewards"]) for r in r1]),
-            "difference": ci(np.asarray([np.mean(r["rewards"]) for r in r1]) - [np.mean(r["rewards"]) for r in r0]),
+            "difference": paired_difference([np.mean(r["rewards"]) for r in r1], [np.mean(r["rewards"]) for r in r0],
+                                            nan_policy="omit").as_dict(),
             "pass@1 difference": paired(r1, r0, "pass", 1)}
     ks = (1, a.k)
     res = {name: arm_metrics(r, ks) for name, r in rows.items()}

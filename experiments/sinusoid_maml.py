@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 
-from metareason.inner.sinusoid import SinusoidConfig, train  # noqa: E402
+from metareason.studies.sinusoid import SinusoidConfig, train  # noqa: E402
 
 
 def main():

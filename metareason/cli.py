@@ -107,7 +107,7 @@ def _demo(argv: list[str]) -> None:
 def _compare(argv: list[str]) -> None:
     """Trajectory tokens vs true gradient steps: probe vs line-searched steps, exact implicit
     updates vs the true gradient, Proposition 2.1 on the first block."""
-    from metareason.inner.compare import CompareConfig, run_compare
+    from metareason.studies.compare import CompareConfig, run_compare
 
     cfg = tyro.cli(CompareConfig, args=argv, prog="metareason compare")
     res = run_compare(cfg)

@@ -10,8 +10,8 @@ import pytest
 @pytest.mark.parametrize("module", ["metareason", "metareason.model", "metareason.tokenize", "metareason.cli",
                                     "metareason.sample", "metareason.tasks", "metareason.train",
                                     "metareason.data.manual", "metareason.probe.run", "metareason.inner",
-                                    "metareason.inner.compare", "metareason.evaluate", "metareason.evaluate.run",
-                                    "metareason.train.rl"])
+                                    "metareason.studies.compare", "metareason.studies.lab_meta", "metareason.stats",
+                                    "metareason.evaluate", "metareason.evaluate.run", "metareason.train.rl"])
 def test_import_chain_is_light(module):
     code = (f"import sys, {module}\n"
             "heavy = [m for m in ('tensorflow_datasets', 'grain', 'tensorflow', 'torch', 'transformers') if m in sys.modules]\n"

@@ -29,6 +29,7 @@ import jax
 import numpy as np
 
 from metareason.evaluate.passk import mg_pass_at_k, pass_at_k
+from metareason.stats import mean_interval
 
 __all__ = ["EvalConfig", "run_eval", "summarise_dataset", "EvalError"]
 
@@ -105,24 +106,21 @@ def _datasets(cfg: EvalConfig, kind: str, extra: dict) -> dict[str, list[dict]]:
     return out
 
 
-def _ci(values: Sequence[float]) -> dict[str, float]:
-    from metareason.probe.analysis import mean_ci
-    m, lo, hi = mean_ci(values)
-    return {"mean": m, "low": lo, "high": hi}
-
-
 def summarise_dataset(rows: Sequence[dict], ks: Sequence[int]) -> dict[str, Any]:
     """Per-dataset metrics from samples.jsonl rows: Pass@k and mG-Pass@k for each k (mean over
     questions with a 95% t interval), accuracy (the mean correct rate), format rate, reward, length."""
     n = np.asarray([len(r["correct"]) for r in rows])
     c = np.asarray([sum(r["correct"]) for r in rows])
     res: dict[str, Any] = {"questions": len(rows), "samples_per_question": int(n.min()) if len(n) else 0}
+    def ci(values):  # the mean over questions with its t interval, as written to results.json
+        return mean_interval(values, nan_policy="omit").as_dict()
+
     for k in ks:
-        res[f"pass@{k}"] = _ci(pass_at_k(n, c, k))
-        res[f"mg-pass@{k}"] = _ci(mg_pass_at_k(n, c, k))
-    res["accuracy"] = _ci([np.mean(r["correct"]) for r in rows])
-    res["format_rate"] = _ci([np.mean(r["well_formed"]) for r in rows])
-    res["reward"] = _ci([np.mean(r["rewards"]) for r in rows])
+        res[f"pass@{k}"] = ci(pass_at_k(n, c, k))
+        res[f"mg-pass@{k}"] = ci(mg_pass_at_k(n, c, k))
+    res["accuracy"] = ci([np.mean(r["correct"]) for r in rows])
+    res["format_rate"] = ci([np.mean(r["well_formed"]) for r in rows])
+    res["reward"] = ci([np.mean(r["rewards"]) for r in rows])
     res["mean_length"] = float(np.mean([np.mean(r["lengths"]) for r in rows]))
     return res
 

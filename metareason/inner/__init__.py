@@ -5,8 +5,10 @@
 
 Per question (a `metareason.probe.Example`): `implicit_trajectory` / `implicit_update` (the exact
 weight update each trajectory prefix amounts to, beside the true gradient), `question_descent` /
-`descend` (line-searched true gradient steps on the answer loss or the trajectory's SFT loss);
-`metareason compare` (`compare.run_compare`) runs them on a model's data."""
+`descend` (line-searched true gradient steps on the answer loss or the trajectory's SFT loss).
+
+Algorithms only: the studies built on them (`metareason compare`, Prop 2.1, ICL regression, the
+sinusoid benchmark, lab meta-learning) live in `metareason.studies`."""
 
 from metareason.inner.descent import DEFAULT_LRS, SUBSETS, Descent, descend, question_descent
 from metareason.inner.implicit import WEIGHTS, ImplicitError, ImplicitUpdate, implicit_trajectory, implicit_update, patch
@@ -20,3 +22,11 @@ __all__ = ["inner_loop", "InnerResult", "InnerLoopError", "MODES", "REMAT", "met
            "implicit_trajectory", "implicit_update", "ImplicitUpdate", "ImplicitError", "patch", "WEIGHTS",
            "descend", "question_descent", "Descent", "DEFAULT_LRS", "SUBSETS",
            "ExampleError", "prepare", "answer_loss", "trajectory_loss"]
+
+_MOVED = ("compare", "icl_regression", "lab_meta", "prop21", "sinusoid")
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        raise AttributeError(f"metareason.inner.{name} moved to metareason.studies.{name}")
+    raise AttributeError(f"module 'metareason.inner' has no attribute {name!r}")

@@ -2,6 +2,8 @@
 
 A curve is a dict from `probe_examples`: "k" (trajectory prefix lengths), "x" (k normalised by
 the trajectory length), "loss" (L-hat at each cut), "types" (token type of each trajectory token).
+Intervals are `metareason.stats.Interval`s (t intervals over curves; non-finite values dropped,
+NaN where there is no value).
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from typing import Sequence
 
 import numpy as np
 
+from metareason.stats import mean_interval, paired_difference
+
 __all__ = ["ema", "on_grid", "mean_band", "spearman", "trend", "trend_summary", "relative_changes",
-           "token_type_changes", "mean_ci", "delimiter_effect"]
+           "token_type_changes", "delimiter_effect"]
 
 
 def ema(values: Sequence[float], alpha: float) -> np.ndarray:
@@ -34,21 +38,6 @@ def on_grid(x: Sequence[float], y: Sequence[float], grid: np.ndarray) -> np.ndar
     return np.interp(grid, np.asarray(x, np.float64), np.asarray(y, np.float64))
 
 
-def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high): a normal-approximation confidence interval of the mean (t quantile for
-    small samples); NaN for an empty sample, a zero-width interval for one value."""
-    v = np.asarray(values, np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return math.nan, math.nan, math.nan
-    m = float(v.mean())
-    if v.size == 1:
-        return m, m, m
-    from scipy import stats
-    half = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
-    return m, m - half, m + half
-
-
 def mean_band(curves: Sequence[dict], *, points: int = 50, alpha: float | None = None,
               level: float = 0.95) -> dict:
     """Curves resampled on a common normalised grid (after optional EMA smoothing) ->
@@ -60,9 +49,9 @@ def mean_band(curves: Sequence[dict], *, points: int = 50, alpha: float | None =
         rows.append(on_grid(c["x"], y, grid))
     if not rows:
         return {"x": grid.tolist(), "mean": [], "low": [], "high": [], "n": 0}
-    stats = [mean_ci(col, level) for col in np.asarray(rows).T]
-    return {"x": grid.tolist(), "mean": [s[0] for s in stats], "low": [s[1] for s in stats],
-            "high": [s[2] for s in stats], "n": len(rows)}
+    stats = [mean_interval(col, level, nan_policy="omit") for col in np.asarray(rows).T]
+    return {"x": grid.tolist(), "mean": [s.estimate for s in stats], "low": [s.low for s in stats],
+            "high": [s.high for s in stats], "n": len(rows)}
 
 
 def _ranks(v: np.ndarray) -> np.ndarray:
@@ -107,7 +96,7 @@ def trend_summary(curves: Sequence[dict]) -> dict:
         "share_falling": float((rho[ok] < 0).mean()) if ok.any() else math.nan,
         "share_last_below_first": float(np.mean(np.asarray(last) < np.asarray(first))) if t else math.nan,
         "median_rho": float(np.median(rho[ok])) if ok.any() else math.nan,
-        "first": mean_ci(first), "last": mean_ci(last),
+        "first": mean_interval(first, nan_policy="omit"), "last": mean_interval(last, nan_policy="omit"),
     }
 
 
@@ -141,23 +130,26 @@ def token_type_changes(curves: Sequence[dict], *, offsets: Sequence[int] = (0,))
                 if 0 <= i + o < T:
                     by.setdefault(typ, {}).setdefault(o, []).append(float(r[i + o]))
     def stat(v):
-        return (*mean_ci(v), len(v), float(np.median(v)) if v else math.nan)
+        return (*mean_interval(v, nan_policy="omit")[:3], len(v), float(np.median(v)) if v else math.nan)
 
     out = {typ: {o: stat(v) for o, v in sorted(d.items())} for typ, d in sorted(by.items())}
-    avg = mean_ci(everything)
     out["all"] = {0: stat(everything)}
-    out["ratio"] = {typ: (d[0][0] / avg[0] if 0 in d and avg[0] > 0 else math.nan)
+    avg = out["all"][0][0]
+    out["ratio"] = {typ: (d[0][0] / avg if 0 in d and avg > 0 else math.nan)
                     for typ, d in out.items() if typ not in ("all", "ratio")}
     return out
 
 
 def delimiter_effect(without: Sequence[dict], with_delimiter: Sequence[dict]) -> dict:
     """E4: L-hat with and without the end-of-thinking delimiter before the template, paired by
-    example. Returns the mean difference (with - without) at the start (no thinking), at the end
-    (full trajectory) and averaged over the trajectory, each (mean, low, high)."""
+    example. Returns the mean paired difference (with - without) at the start (no thinking), at the
+    end (full trajectory) and averaged over the trajectory, each an `Interval` (t)."""
     if len(without) != len(with_delimiter):
         raise ValueError("pair the curves: one with and one without the delimiter per example")
-    start = [w["loss"][0] - o["loss"][0] for o, w in zip(without, with_delimiter)]
-    end = [w["loss"][-1] - o["loss"][-1] for o, w in zip(without, with_delimiter)]
-    along = [float(np.mean(np.asarray(w["loss"]) - np.asarray(o["loss"]))) for o, w in zip(without, with_delimiter)]
-    return {"start": mean_ci(start), "end": mean_ci(end), "along": mean_ci(along), "n": len(start)}
+
+    def paired(at):
+        return paired_difference([at(w["loss"]) for w in with_delimiter], [at(o["loss"]) for o in without],
+                                 nan_policy="omit")
+
+    return {"start": paired(lambda v: v[0]), "end": paired(lambda v: v[-1]),
+            "along": paired(lambda v: float(np.mean(v))), "n": len(without)}

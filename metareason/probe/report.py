@@ -19,6 +19,7 @@ import numpy as np
 from metareason.model import ModelConfig
 from metareason.probe import analysis, figures
 from metareason.probe.inputs import Example, probe_examples, trajectory_cuts
+from metareason.stats import mean_interval
 
 __all__ = ["analyse", "lab_trajectories", "lab_extras", "write_summary", "CLAIMS"]
 
@@ -95,10 +96,10 @@ def analyse(params: Any, config: ModelConfig, groups: dict[str, Sequence[Example
                                 progress=progress)
         without = curves[first]
         res["E4"] = {"delimiter_effect": analysis.delimiter_effect(without, with_d),
-                     "no_thinking": analysis.mean_ci([c["loss"][0] for c in without]),
-                     "full_thinking": analysis.mean_ci([c["loss"][-1] for c in without]),
-                     "no_thinking_with_delimiter": analysis.mean_ci([c["loss"][0] for c in with_d]),
-                     "full_thinking_with_delimiter": analysis.mean_ci([c["loss"][-1] for c in with_d])}
+                     "no_thinking": mean_interval([c["loss"][0] for c in without], nan_policy="omit"),
+                     "full_thinking": mean_interval([c["loss"][-1] for c in without], nan_policy="omit"),
+                     "no_thinking_with_delimiter": mean_interval([c["loss"][0] for c in with_d], nan_policy="omit"),
+                     "full_thinking_with_delimiter": mean_interval([c["loss"][-1] for c in with_d], nan_policy="omit")}
         res["figures"]["E4"] = str(figures.plot_bands(
             {f"{first}: template only": bands[first],
              f"{first}: </think> + template": analysis.mean_band(with_d, alpha=alpha)},

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from metareason.probe.analysis import (delimiter_effect, ema, mean_band, mean_ci, relative_changes, spearman,
-                                       token_type_changes, trend_summary)
+from metareason.probe.analysis import (delimiter_effect, ema, mean_band, relative_changes, spearman, token_type_changes,
+                                       trend_summary)
+from metareason.stats import mean_interval
 
 
 def test_ema_closed_form():
@@ -35,7 +36,7 @@ def test_spearman_matches_scipy(seed):
 
 def test_mean_ci_matches_scipy_t_interval():
     v = np.random.default_rng(0).normal(2.0, 3.0, 25)
-    m, lo, hi = mean_ci(v)
+    m, lo, hi = mean_interval(v)[:3]  # was probe.analysis.mean_ci (moved to metareason.stats)
     want = stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
     assert m == pytest.approx(v.mean()) and (lo, hi) == pytest.approx(want)
 

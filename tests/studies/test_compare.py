@@ -65,7 +65,7 @@ def test_compare_rejects_bad_options(tmp_path):
 def test_prop21_on_model_equals_the_explicit_construction():
     """The closed form against building W_v' = G^+ (G + t0^T t0) W_v and running linear attention
     with and without the extra token, on a random model's first block."""
-    from metareason.inner.prop21 import prop21_on_model
+    from metareason.studies.prop21 import prop21_on_model
     from metareason.model import rms_norm
     from metareason.probe.inputs import Example
     from reference import TINY, random_params

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from metareason.inner.prop21 import (Prop21Error, attention, init_params, network, predicted_attention_error,
+from metareason.studies.prop21 import (Prop21Error, attention, init_params, network, predicted_attention_error,
                                      prop21_check, prop21_weights, softmax_check, softmax_lstsq_weights,
                                      softmax_rank1_weights)
 

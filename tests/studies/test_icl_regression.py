@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metareason.inner.icl_regression import (ICLConfig, ICLError, Tasks, best_eta, compare_with_gd, gd_loss,
+from metareason.studies.icl_regression import (ICLConfig, ICLError, Tasks, best_eta, compare_with_gd, gd_loss,
                                              gd_prediction, gd_weights, init_lsa, lsa, lsa_predict, sample_tasks,
                                              tokens, train)
 

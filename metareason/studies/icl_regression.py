@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from typing import Any, NamedTuple
 
 import jax
@@ -37,6 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+
+from metareason.studies.toy_loop import toy_loop
 
 __all__ = ["ICLError", "ICLConfig", "Tasks", "DISTS", "SCHEDULES", "sample_tasks", "tokens", "init_lsa", "lsa",
            "lsa_predict", "gd_weights", "gd_prediction", "gd_loss", "best_eta", "line_search_eta", "lsa_loss", "train",
@@ -299,8 +300,12 @@ def train(config: ICLConfig, *, progress: bool = False) -> dict:
     [{step, lsa_loss, gd_loss, pred_diff, cosine, ...}] at step 0, every `eval_every` steps and at
     the end, on a fixed held-out batch of `eval_tasks` tasks, "eta" (GD rate line-searched on
     `eta_tasks` other tasks), "gd_loss" (GD's loss on the held-out batch), "final" (compare_with_gd
-    on fresh tasks), "seconds" (wall time of the training loop with its evaluations, compilation
-    excluded)}."""
+    on fresh tasks), "seconds" (wall time of the training steps, compilation and evaluations
+    excluded)}.
+
+    The loop is `toy_loop` over chunks of `eval_every` steps (one `lax.scan` each): seconds to
+    minutes in memory, no checkpoints and nothing to resume, so not the run loop of `metareason
+    train`; a non-finite loss raises `metareason.train.TrainingDiverged`."""
     if config.dist not in DISTS:
         raise ICLError(f"unknown input distribution {config.dist!r} (known: {', '.join(DISTS)})")
     if config.schedule not in SCHEDULES:
@@ -334,35 +339,25 @@ def train(config: ICLConfig, *, progress: bool = False) -> dict:
         (params, opt_state), losses = lax.scan(step, (params, opt_state), jnp.arange(config.eval_every))
         return params, opt_state, losses
 
-    def evaluate(p, at):
-        m = {k: float(v) for k, v in _compare_jit(p, held_out, eta).items()}
-        return {"step": at, **m}
-
-    evals = [evaluate(params, 0)]
-    losses, gd_losses = [], []
     n_chunks = -(-config.steps // config.eval_every)
-    it = range(n_chunks)
-    if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(it, desc="lsa", unit=f"x{config.eval_every} steps", mininterval=2)
     chunk = chunk.lower(params, opt_state, np.int32(0), np.ones(config.eval_every, bool)).compile()  # untimed
-    t0 = time.perf_counter()
-    done = 0
-    for _ in it:
-        length = min(config.eval_every, config.steps - done)
-        mask = np.arange(config.eval_every) < length
-        params, opt_state, chunk_losses = chunk(params, opt_state, np.int32(done), mask)
-        losses.append(np.asarray(chunk_losses[0])[:length])
-        gd_losses.append(np.asarray(chunk_losses[1])[:length])
-        done += length
-        evals.append(evaluate(params, done))
-        if progress:
-            it.set_postfix(loss=f"{evals[-1]['lsa_loss']:.4f}", gd=f"{evals[-1]['gd_loss']:.4f}",
-                           diff=f"{evals[-1]['pred_diff']:.2e}")
-    jax.block_until_ready(params)
-    seconds = time.perf_counter() - t0
+
+    def step(state, c):
+        """Chunk c: steps c * eval_every .. (the last chunk masked to the steps left)."""
+        start = c * config.eval_every
+        length = min(config.eval_every, config.steps - start)
+        params, opt_state, (lsa, gd) = chunk(*state, np.int32(start), np.arange(config.eval_every) < length)
+        return (params, opt_state), {"lsa": lsa[:length], "gd": gd[:length]}
+
+    def evaluate(state, chunks):
+        return {k: float(v) for k, v in _compare_jit(state[0], held_out, eta).items()}
+
+    run = toy_loop(step, (params, opt_state), n_chunks, evaluate=evaluate, eval_every=1, desc="lsa",
+                   progress=progress)
+    params = run.state[0]
+    evals = [dict(e, step=min(e["step"] * config.eval_every, config.steps)) for e in run.evals]
     final = compare_with_gd(params, k_final, config.d, config.n, tasks=config.eval_tasks, eta=float(eta),
                             dist=config.dist, noise=config.noise)
-    return {"params": params, "losses": np.concatenate(losses), "gd_losses": np.concatenate(gd_losses),
-            "eval": evals, "eta": float(eta),
-            "gd_loss": evals[0]["gd_loss"], "final": final, "seconds": seconds}
+    return {"params": params, "losses": np.concatenate([h["lsa"] for h in run.history]),
+            "gd_losses": np.concatenate([h["gd"] for h in run.history]), "eval": evals, "eta": float(eta),
+            "gd_loss": evals[0]["gd_loss"], "final": final, "seconds": run.seconds}

@@ -1,7 +1,7 @@
 """A reduced MAML sinusoid run (the full one: experiments/sinusoid_maml.py, 0.35 after one step
 vs the published ~0.4): meta-training must make one inner step useful on new tasks."""
 
-from metareason.inner.sinusoid import SinusoidConfig, train
+from metareason.studies.sinusoid import SinusoidConfig, train
 
 
 def test_reduced_maml_sinusoid_learns_to_adapt():

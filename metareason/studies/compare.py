@@ -20,6 +20,7 @@ out/results.json and out/summary.md.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -28,6 +29,8 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
+
+from metareason.stats import mean_interval
 
 __all__ = ["CompareConfig", "run_compare", "summarise", "CLAIMS"]
 
@@ -89,9 +92,8 @@ def _trim(example, max_tokens: int):
 
 
 def _row(params, config, example, cfg: CompareConfig) -> dict[str, Any]:
-    from metareason.inner.descent import question_descent
-    from metareason.inner.implicit import implicit_trajectory
-    from metareason.inner.prop21 import prop21_on_model
+    from metareason.inner import implicit_trajectory, question_descent
+    from metareason.studies.prop21 import prop21_on_model
 
     T = len(example.trajectory)
     ks = np.unique(np.r_[np.arange(0, T + 1, cfg.every), T])
@@ -108,7 +110,6 @@ def _row(params, config, example, cfg: CompareConfig) -> dict[str, Any]:
 def _band(rows: Sequence[dict], key: str, kmax: int, *, x: str = "k", min_n: int = 3) -> dict:
     """Per k in 0..kmax: mean and 95% interval of rows[key] over the rows that reach k (the k
     that fewer than min_n rows reach are left out, unless there are fewer rows than that)."""
-    from metareason.probe.analysis import mean_ci
     cols: dict[int, list[float]] = {}
     for r in rows:
         for k, v in zip(r[x], r[key]):
@@ -116,14 +117,15 @@ def _band(rows: Sequence[dict], key: str, kmax: int, *, x: str = "k", min_n: int
                 cols.setdefault(int(k), []).append(float(v))
     need = min(min_n, len(rows))
     ks = sorted(k for k in cols if len(cols[k]) >= need)
-    stats = [mean_ci(cols[k]) for k in ks]
-    return {"k": ks, "mean": [s[0] for s in stats], "low": [s[1] for s in stats], "high": [s[2] for s in stats],
-            "n": [len(cols[k]) for k in ks]}
+    stats = [mean_interval(cols[k]) for k in ks]
+    return {"k": ks, "mean": [s.estimate for s in stats], "low": [s.low for s in stats],
+            "high": [s.high for s in stats], "n": [s.n for s in stats]}
 
 
 def summarise(rows_by_group: dict[str, list[dict]], *, steps: int) -> dict[str, Any]:
-    """The numbers of the summary from the per-trajectory rows (pure)."""
-    from metareason.probe.analysis import mean_ci
+    """The numbers of the summary from the per-trajectory rows (pure); intervals are
+    `metareason.stats.Interval`s (t, over trajectories or tokens; non-finite values dropped)."""
+    ci = functools.partial(mean_interval, nan_policy="omit")
     out: dict[str, Any] = {}
     for name, rows in rows_by_group.items():
         if not rows:
@@ -136,22 +138,22 @@ def summarise(rows_by_group: dict[str, list[dict]], *, steps: int) -> dict[str, 
         spans = [s for r in rows for s in r["prop21"]["span_residual"]]
         out[name] = {
             "trajectories": len(rows),
-            "loss0": mean_ci([r["loss0"] for r in rows]),
-            "lhat_final": mean_ci(last("loss_in_context")),
-            "lhat_at_steps": mean_ci(at("loss_in_context", steps)),
-            "gd_1": mean_ci([r["answer_gd"][1] for r in rows]),
-            "gd_final": mean_ci(last("answer_gd")),
-            "sft_final": mean_ci(last("answer_sft")),
+            "loss0": ci([r["loss0"] for r in rows]),
+            "lhat_final": ci(last("loss_in_context")),
+            "lhat_at_steps": ci(at("loss_in_context", steps)),
+            "gd_1": ci([r["answer_gd"][1] for r in rows]),
+            "gd_final": ci(last("answer_gd")),
+            "sft_final": ci(last("answer_sft")),
             "max_logit_error": float(max(max(r["max_logit_error"]) for r in rows)),
-            "cos_token": mean_ci(tok_cos),
+            "cos_token": ci(tok_cos),
             "cos_token_positive": float(np.mean(tok_cos > 0)) if tok_cos.size else math.nan,
-            "cos_cumulative_final": mean_ci(last("cos_cumulative")),
-            "norm_cumulative_final": mean_ci(last("norm_cumulative")),
+            "cos_cumulative_final": ci(last("cos_cumulative")),
+            "norm_cumulative_final": ci(last("norm_cumulative")),
             "first_order_vs_actual": (float(np.corrcoef(tok_first, tok_changes)[0, 1])
                                       if tok_changes.size > 2 and tok_changes.std() > 0 and tok_first.std() > 0
                                       else math.nan),
-            "span_residual": mean_ci(spans),
-            "prop21_relative_error": mean_ci([r["prop21"]["relative_error"] for r in rows]),
+            "span_residual": ci(spans),
+            "prop21_relative_error": ci([r["prop21"]["relative_error"] for r in rows]),
         }
     return out
 
@@ -221,7 +223,7 @@ def _figures(rows_by_group: dict[str, list[dict]], out: Path, steps: int, max_to
 
 
 def _fmt(ci) -> str:
-    m, lo, hi = ci
+    m, lo, hi = ci[:3]
     return "n/a" if not math.isfinite(m) else f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
@@ -263,8 +265,7 @@ def run_compare(cfg: CompareConfig, *, model=None) -> dict[str, Any]:
     figures, out/results.json and out/summary.md. Returns the results dict."""
     from tqdm.auto import tqdm
 
-    from metareason.inner.descent import SUBSETS
-    from metareason.inner.objectives import ExampleError
+    from metareason.inner import SUBSETS, ExampleError
     from metareason.probe.inputs import HFCodec, LabCodec, examples_from_records
     from metareason.probe.run import load_model
 

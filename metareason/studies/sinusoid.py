@@ -9,7 +9,6 @@ inner step with K = 10 (read off the paper's figure).
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any
 
 import jax
@@ -17,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from metareason.inner.loop import inner_loop
-from metareason.inner.meta import make_meta_step
+from metareason.inner import inner_loop, make_meta_step
+from metareason.studies.toy_loop import toy_loop
 
 __all__ = ["SinusoidConfig", "sample_tasks", "init_mlp", "mlp", "mse", "evaluate", "train"]
 
@@ -82,29 +81,27 @@ def evaluate(params: Any, config: SinusoidConfig, key: jax.Array, steps: int = 1
 
 
 def train(config: SinusoidConfig, *, progress: bool = False) -> dict:
-    """Meta-trains and evaluates; returns {"params", "eval": {steps: ...}, "seconds", "steps_per_s", "losses"}."""
+    """Meta-trains and evaluates; returns {"params", "eval": {steps: ...}, "seconds", "steps_per_s",
+    "losses": [(steps done, meta-batch query loss) every 1000 steps and at the end]}.
+
+    The loop is `toy_loop` (seconds to minutes in memory: no checkpoints, nothing to resume, so not
+    the run loop of `metareason train`); the first step (compilation) is untimed; a non-finite loss
+    raises `metareason.train.TrainingDiverged`."""
     key = jax.random.key(config.seed)
     k_init, k_train, k_eval = jax.random.split(key, 3)
     params = init_mlp(k_init, (1, *config.hidden, 1))
     outer = optax.adam(config.outer_lr)
-    opt_state = outer.init(params)
-    step = make_meta_step(mse, optax.sgd(config.inner_lr), outer, steps=config.inner_steps, mode=config.mode)
-    losses = []
-    it = range(config.iterations)
-    if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(it, desc="maml", unit="step", mininterval=2)
-    t0 = None
-    for i in it:
+    meta_step = make_meta_step(mse, optax.sgd(config.inner_lr), outer, steps=config.inner_steps, mode=config.mode)
+
+    def step(state, i):
         support, query = sample_tasks(jax.random.fold_in(k_train, i), config.tasks_per_batch, config.k)
-        params, opt_state, m = step(params, opt_state, support, query)
-        if i == 0:
-            jax.block_until_ready(params)
-            t0 = time.perf_counter()
-        if i % 1000 == 0 or i == config.iterations - 1:
-            losses.append((i, float(m["loss"])))
-    jax.block_until_ready(params)
-    seconds = time.perf_counter() - t0
+        params, opt_state, m = meta_step(*state, support, query)
+        return (params, opt_state), {"loss": m["loss"]}
+
+    run = toy_loop(step, (params, outer.init(params)), config.iterations, log_every=1000, time_first_step=False,
+                   desc="maml", progress=progress)
+    params = run.state[0]
     evals = {s: evaluate(params, config, k_eval, steps=s) for s in (1, 10)}
-    return {"params": params, "eval": evals, "seconds": seconds,
-            "steps_per_s": (config.iterations - 1) / max(seconds, 1e-9), "losses": losses}
+    return {"params": params, "eval": evals, "seconds": run.seconds,
+            "steps_per_s": run.timed_steps / max(run.seconds, 1e-9),
+            "losses": [(h["step"], h["loss"]) for h in run.history]}
