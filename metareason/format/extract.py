@@ -1,8 +1,8 @@
-"""Answer extraction from generated text."""
+"""Answer extraction from generated text: the last \\boxed{...}, after the end of thinking."""
 
 from __future__ import annotations
 
-__all__ = ["boxed_answer"]
+__all__ = ["boxed_answer", "final_boxed"]
 
 
 def boxed_answer(text: str) -> str | None:
@@ -17,3 +17,10 @@ def boxed_answer(text: str) -> str | None:
         if depth == 0:
             return text[i:j].strip()
     return None
+
+
+def final_boxed(text: str, delimiter: str | None = "</think>") -> str | None:
+    """The final answer of a generation: `boxed_answer` of what follows the last `delimiter` (the
+    end of thinking) when the text contains it, else of the whole text."""
+    body = text.split(delimiter)[-1] if delimiter and delimiter in text else text
+    return boxed_answer(body)

@@ -1,4 +1,4 @@
-"""The paper's reward (Eq 21) and the verifiers that judge one output.
+"""The verdict on one output: the paper's reward (Eq 21) and the two verifiers.
 
     right answer, right format    1.0
     wrong answer, right format    0.0
@@ -8,7 +8,9 @@
 A verifier maps (output, true answer) to a `Verdict`. Two are provided: `lab_verdict` (exact
 match of the lab's boxed answer, from token ids) and `math_verdict` (Math-Verify's symbolic
 equivalence on the last \\boxed{...} of a text). Neither raises on a malformed output: what
-cannot be parsed is a wrong format.
+cannot be parsed is a wrong format. A `Format`'s `verdict` calls one of them; every place that
+asks "is this answer correct" (the probe's grouping, eval, GRPO's rewards, lab accuracy) goes
+through a `Format`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import dataclasses
 import threading
 from typing import Sequence
 
-from metareason.evaluate.extract import boxed_answer
+from metareason.format.extract import final_boxed
+from metareason.tasks.lab import parse_answer
+from metareason.tokenize.lab import LAB_VOCAB, LabVocab
 
 __all__ = ["REWARDS", "Verdict", "reward", "lab_verdict", "math_verdict", "math_equal"]
 
@@ -26,6 +30,7 @@ REWARDS = {(True, True): 1.0, (False, True): 0.0, (True, False): -0.5, (False, F
 
 
 def reward(correct: bool, well_formed: bool) -> float:
+    """The paper's reward (Eq 21) of an output: `REWARDS[(correct, well_formed)]`."""
     return REWARDS[(bool(correct), bool(well_formed))]
 
 
@@ -43,12 +48,10 @@ class Verdict:
         return reward(self.correct, self.well_formed)
 
 
-def lab_verdict(ids: Sequence[int], truth: str) -> Verdict:
+def lab_verdict(ids: Sequence[int], truth: str, vocab: LabVocab = LAB_VOCAB) -> Verdict:
     """A lab output (generated ids after the prompt): exact match of the boxed answer. A right
     answer in a malformed output (no `</think>`, no closing brace) is "right answer, wrong format"."""
-    from metareason.tasks.lab import parse_answer
-
-    answer, well_formed = parse_answer(ids)
+    answer, well_formed = parse_answer(ids, vocab)
     return Verdict(answer, answer is not None and answer == truth, well_formed and answer is not None)
 
 
@@ -82,8 +85,7 @@ def math_verdict(text: str, truth: str, *, delimiter: str | None = "</think>") -
     checked against `truth` with Math-Verify. Without a box whose content Math-Verify parses into
     a mathematical object (a bare string fallback does not count) the format is wrong, and
     the answer is then looked for anywhere in the text (right answer, wrong format: -0.5)."""
-    body = text.split(delimiter)[-1] if delimiter and delimiter in text else text
-    boxed = boxed_answer(body)
+    boxed = final_boxed(text, delimiter)
     if boxed is not None and any(not isinstance(x, str) for x in _parse(f"\\boxed{{{boxed}}}")):
         return Verdict(boxed, math_equal(boxed, truth), True)
     from math_verify import verify
