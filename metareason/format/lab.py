@@ -24,13 +24,14 @@ class LabFormat:
     \\boxed{ answer }` (targets: the answer), steps and sentences end at ";"."""
 
     delimiter = END_THINK
+    template = ANSWER_TEMPLATE
 
     def __init__(self, vocab: LabVocab | None = None):
         self.vocab = v = vocab or LAB_VOCAB
         self.stop_tokens = (v.eos_id,)
         self.pad_id = v.pad_id
         self.end_think = v.end_think_id
-        self.template_tokens = tuple(v.encode(ANSWER_TEMPLATE))
+        self.template_tokens = tuple(v.encode(self.template))
         self.force_tokens = (v.end_think_id, *self.template_tokens)
         self.step_ids = frozenset({v.ids[";"]})
         self.sentence_ids = self.step_ids

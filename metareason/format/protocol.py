@@ -43,6 +43,10 @@ class Format(Protocol):
     stop_tokens: tuple[int, ...]
     """Ids that end a generation (the first one ends an SFT example)."""
     pad_id: int
+    template: str
+    """The answer template (`ANSWER_TEMPLATE`)."""
+    template_tokens: tuple[int, ...]
+    """Its ids (a probe without the delimiter starts with them)."""
     force_tokens: tuple[int, ...]
     """The end of thinking, then the answer template (budget forcing; a probe with the delimiter)."""
     step_ids: frozenset[int]
