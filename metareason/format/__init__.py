@@ -9,6 +9,9 @@ SFT and the lab.
     fmt.probe_example(question, trajectory, answer)        # Example (the probe's input)
     fmt.sft_example(record)                                # {"tokens", "loss_mask"}
 
+`HFFormat` unescapes `think_prefix` once: "<think>\\n" typed on a command line (backslash, n)
+is "<think>" and a newline, as the model's chat template writes it.
+
 Modules: `protocol` (Format, ANSWER_TEMPLATE), `example` (Example), `lab` (LabFormat), `hf`
 (HFFormat, unescape), `verdict` (Verdict, the paper's reward, lab_verdict, math_verdict), `extract`
 (boxed_answer). Math-Verify is imported only when a math answer is judged.
