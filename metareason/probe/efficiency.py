@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from metareason.format import LabFormat
 from metareason.model import ModelConfig
 from metareason.probe.loss import ProbeBatch, answer_loss_along_trajectory
 from metareason.sample import Forcing, SamplingConfig, generate_all, round_up
@@ -91,42 +92,41 @@ def efficiency_table(params: Any, config: ModelConfig, records: Sequence[dict], 
     """Rows {"mode", "budget", "mean_tokens", "accuracy", "answer_nll", "n"} for lab records:
     mode "none" (budget 0), "budget" (each B in `budgets`, the model's own greedy thinking cut at
     B tokens), "full" (thinking until the model ends it) and, given `summaries` (one text per
-    record), "summary"."""
-    from metareason.tasks.lab import prompt_tokens
-    from metareason.tokenize.lab import ANSWER_CLOSE, ANSWER_TEMPLATE, LAB_VOCAB
+    record), "summary". A forced answer is judged by `LabFormat.verdict`."""
+    from metareason.tokenize.lab import ANSWER_CLOSE
 
-    v = vocab or LAB_VOCAB
-    force = np.asarray([v.end_think_id, *v.encode_tokens(ANSWER_TEMPLATE)], np.int32)
+    fmt = LabFormat(vocab)
+    v, force = fmt.vocab, np.asarray(fmt.force_tokens, np.int32)
     close_id = v.ids[ANSWER_CLOSE]
-    prompts = [np.asarray(prompt_tokens(r["question"], v), np.int32) for r in records]
+    prompts = [np.asarray(fmt.prompt(r), np.int32) for r in records]
     answers = [np.asarray(v.encode(r["answer"]), np.int32) for r in records]
-    truth = [r["answer"] for r in records]
     max_thinking = max_thinking or max(budgets)
     thinking = greedy_continue(params, config, prompts, max_new_tokens=max_thinking, stop_tokens=(v.end_think_id,))
     thinking = [t[:-1] if len(t) and t[-1] == v.end_think_id else t for t in thinking]
 
-    def parse(ids):
-        return "".join(v.tokens[int(i)] for i in ids if int(i) in v.digit_ids) if len(ids) else ""
+    def judge(answer_ids):  # one forced answer (ids after the template) per record -> correct or not
+        return [fmt.verdict([*force, *a], r).correct for a, r in zip(answer_ids, records)]
 
     # none (cut 0), each budget, full (cut max_thinking): one budget-forced generation for all
     cuts = [0, *sorted(int(b) for b in budgets if b > 0), max_thinking]
     n = len(records)
     forced = budget_forced_answers(params, config, list(prompts) * len(cuts), force, end_think=v.end_think_id,
                                    close_id=close_id, budget=np.repeat(np.minimum(cuts, max_thinking), n))
-    by_cut = [[parse(a) for a in forced[i * n:(i + 1) * n]] for i in range(len(cuts))]
+    by_cut = [judge(forced[i * n:(i + 1) * n]) for i in range(len(cuts))]
 
-    def row(mode, budget, thoughts, got=None):
+    def row(mode, budget, thoughts, ok=None):
         ctx = [np.concatenate([p, t]).astype(np.int32) for p, t in zip(prompts, thoughts)]
-        if got is None:
-            got, nll = forced_answers(params, config, ctx, force, answers, close_id=close_id, parse=parse)
+        if ok is None:
+            got, nll = forced_answers(params, config, ctx, force, answers, close_id=close_id, parse=np.asarray)
+            ok = judge(got)
         else:
             nll = answer_nll(params, config, ctx, force, answers)
         return {"mode": mode, "budget": budget, "mean_tokens": float(np.mean([len(t) for t in thoughts])),
-                "accuracy": float(np.mean([g == a for g, a in zip(got, truth)])), "answer_nll": float(nll.mean()),
+                "accuracy": float(np.mean(ok)), "answer_nll": float(nll.mean()),
                 "n": n}
 
     rows = [row("none", 0, [np.zeros(0, np.int32)] * n, by_cut[0])]
-    rows += [row("budget", b, [t[:b] for t in thinking], got) for b, got in zip(cuts[1:-1], by_cut[1:-1])]
+    rows += [row("budget", b, [t[:b] for t in thinking], ok) for b, ok in zip(cuts[1:-1], by_cut[1:-1])]
     rows.append(row("full", None, thinking, by_cut[-1]))
     if summaries is not None:
         rows.append(row("summary", None, [np.asarray(v.encode(s), np.int32) for s in summaries]))

@@ -1,5 +1,6 @@
-"""From text to probe inputs: codecs (lab vocabulary or a Hugging Face tokenizer), cut selection
-and batching.
+"""From text to probe inputs: cut selection and batching. Examples come from a `Format`
+(`metareason.format`: `LabFormat` for the lab vocabulary, `HFFormat` for a Hugging Face
+tokenizer), whose `probe_example` writes the prompt, trajectory, answer template and answer.
 
 An `Example` is one question with one trajectory, tokenized: `prompt` (everything before the
 trajectory, e.g. `<bos> question <think>`), `trajectory`, and the `probe` (answer template +
@@ -9,121 +10,52 @@ answer) with its `targets` (the answer tokens). A trajectory prefix of k tokens 
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from metareason.format import ANSWER_TEMPLATE, Example, Format, HFFormat, LabFormat
 from metareason.probe.loss import ProbeBatch, ProbeError
 from metareason.sample.batched import round_up
 
-__all__ = ["Example", "LabCodec", "HFCodec", "CUT_RULES", "PAPER_TEMPLATE", "trajectory_cuts", "make_batch",
-           "probe_examples", "examples_from_records"]
+__all__ = ["Example", "CUT_RULES", "PAPER_TEMPLATE", "trajectory_cuts", "make_batch", "probe_examples",
+           "examples_from_records"]
 
-#: The paper's probe template (Algorithm 3), used with Hugging Face tokenizers.
-PAPER_TEMPLATE = "\n\n**Final Answer**\n\\boxed{"
+#: The paper's probe template (Algorithm 3): `metareason.format.ANSWER_TEMPLATE`.
+PAPER_TEMPLATE = ANSWER_TEMPLATE
 
 #: Ways to choose cuts (trajectory prefix lengths).
 CUT_RULES = ("every", "step", "sentence", "given")
 
 
-@dataclasses.dataclass(frozen=True)
-class Example:
-    """One question with one trajectory. prompt, trajectory, probe: int32[...]; targets: bool[A];
-    types: the token type of each trajectory token; meta: id, family, correct, style, ..."""
+class LabCodec(LabFormat):
+    """Old name of `metareason.format.LabFormat`, whose `probe_example` is this `example`."""
 
-    prompt: np.ndarray
-    trajectory: np.ndarray
-    probe: np.ndarray
-    targets: np.ndarray
-    types: tuple[str, ...]
-    meta: dict
+    example = LabFormat.probe_example
 
 
-class LabCodec:
-    """Lab vocabulary: prompt `<bos> q <think>`, probe `[</think>] **Final Answer** \\boxed{ a }`."""
+class HFCodec(HFFormat):
+    """Old name of `metareason.format.HFFormat`, whose `probe_example` is this `example`."""
 
-    def __init__(self, vocab=None):
-        from metareason.tokenize.lab import LAB_VOCAB
-        self.vocab = vocab or LAB_VOCAB
-        self.step_ids = frozenset(self.vocab.ids[t] for t in (";",))
-        self.sentence_ids = self.step_ids
-
-    def example(self, question: str, trajectory: str, answer: str, *, delimiter: bool = False,
-                meta: dict | None = None) -> Example:
-        from metareason.tasks.lab import prompt_tokens
-        from metareason.tokenize.lab import ANSWER_CLOSE, ANSWER_TEMPLATE
-        v = self.vocab
-        ans = v.encode(answer) if answer.strip() else []
-        if not ans:
-            raise ProbeError(f"answer {answer!r} tokenizes to nothing")
-        head = ([v.end_think_id] if delimiter else []) + v.encode_tokens(ANSWER_TEMPLATE)
-        probe = head + ans + [v.ids[ANSWER_CLOSE]]
-        targets = [False] * len(head) + [True] * len(ans) + [False]
-        traj = v.encode(trajectory)
-        return Example(np.asarray(prompt_tokens(question, v), np.int32), np.asarray(traj, np.int32),
-                       np.asarray(probe, np.int32), np.asarray(targets), tuple(v.token_type(t) for t in traj),
-                       dict(meta or {}))
+    example = HFFormat.probe_example
 
 
-class HFCodec:
-    """A Hugging Face tokenizer: prompt = the chat template with the generation prompt (plus
-    `think_prefix`, e.g. "<think>\\n" where the template does not add it); probe = the paper's
-    template, then the answer. Token types come from the decoded token text."""
-
-    REFLECTION = ("wait", "alternatively", "hold", "hmm")
-    CONNECTIVE = ("therefore", "since", "so", "thus")
-
-    def __init__(self, tokenizer, *, think_prefix: str = "", template: str = PAPER_TEMPLATE,
-                 delimiter: str = "</think>"):
-        self.tok, self.think_prefix, self.template, self.delimiter = tokenizer, think_prefix, template, delimiter
-        self.step_ids = frozenset(i for i in range(tokenizer.vocab_size) if "\n\n" in tokenizer.decode([i]))
-        self.sentence_ids = frozenset(i for i in range(tokenizer.vocab_size)
-                                      if tokenizer.decode([i]).rstrip().endswith((".", "\n")))
-
-    def token_type(self, token_id: int) -> str:
-        text = self.tok.decode([int(token_id)]).strip()
-        low = text.lower()
-        if text == self.delimiter:
-            return "delimiter"
-        if low in self.REFLECTION:
-            return "reflection"
-        if low in self.CONNECTIVE:
-            return "connective"
-        if text.isdigit():
-            return "digit"
-        return "word" if text.isalpha() else "symbol"
-
-    def example(self, question: str, trajectory: str, answer: str, *, delimiter: bool = False,
-                meta: dict | None = None) -> Example:
-        ans = self.tok.encode(answer)
-        if not answer.strip() or not ans:
-            raise ProbeError(f"answer {answer!r} tokenizes to nothing")
-        prompt = self.tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                              tokenize=False) + self.think_prefix
-        head = self.tok.encode((self.delimiter if delimiter else "") + self.template)
-        traj = self.tok.encode(trajectory)
-        return Example(np.asarray(self.tok.encode(prompt), np.int32), np.asarray(traj, np.int32),
-                       np.asarray(head + ans, np.int32), np.asarray([False] * len(head) + [True] * len(ans)),
-                       tuple(self.token_type(t) for t in traj), dict(meta or {}))
-
-
-def trajectory_cuts(example: Example, rule: str = "every", *, every: int = 1, codec=None,
+def trajectory_cuts(example: Example, rule: str = "every", *, every: int = 1, fmt: Format | None = None,
                     positions: Sequence[int] | None = None) -> np.ndarray:
     """Trajectory prefix lengths k (sorted, unique, in [0, len(trajectory)]) to probe.
 
     rule "every": 0, every, 2 * every, ... and always the full trajectory; "step" / "sentence":
-    0, after each step / sentence separator of `codec`, and the full trajectory; "given":
-    `positions` as they are (checked)."""
+    0, after each step / sentence separator of `fmt` (its `step_ids` / `sentence_ids`), and the full
+    trajectory; "given": `positions` as they are (checked)."""
     T = len(example.trajectory)
     if rule == "every":
         if every < 1:
             raise ProbeError(f"every must be >= 1, got {every}")
         ks = list(range(0, T + 1, every)) + [T]
     elif rule in ("step", "sentence"):
-        if codec is None:
-            raise ProbeError(f"cut rule {rule!r} needs the codec (its separator tokens)")
-        ids = codec.step_ids if rule == "step" else codec.sentence_ids
+        if fmt is None:
+            raise ProbeError(f"cut rule {rule!r} needs fmt= (the Format whose separator tokens end a {rule})")
+        ids = fmt.step_ids if rule == "step" else fmt.sentence_ids
         ks = [0, T] + [i + 1 for i, t in enumerate(example.trajectory) if int(t) in ids]
     elif rule == "given":
         if positions is None:
@@ -187,16 +119,15 @@ def probe_examples(params: Any, config, examples: Sequence[Example], cuts: Seque
     return out  # type: ignore[return-value]
 
 
-
-def examples_from_records(codec, records: Iterable[dict], *, delimiter: bool = False) -> list[Example]:
-    """One `Example` per (record, generation): records in the data schema (question, answer,
-    trajectory or generations, optional family / style / correct)."""
+def examples_from_records(fmt: Format, records: Iterable[dict], *, delimiter: bool = False) -> list[Example]:
+    """One `Example` per (record, generation), `fmt.probe_example`: records in the data schema
+    (question, answer, trajectory or generations, optional family / style / correct)."""
     out = []
     for r in records:
         gens = r.get("generations") or [r["trajectory"]]
         for j, text in enumerate(gens):
             meta = {key: r[key] for key in ("id", "family", "style", "difficulty", "correct") if key in r}
             meta["generation"] = j
-            out.append(codec.example(r["question"], text, r["answer"], delimiter=delimiter, meta=meta))
+            out.append(fmt.probe_example(r["question"], text, r["answer"], delimiter=delimiter, meta=meta))
     return out
 

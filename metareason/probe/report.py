@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
+from metareason.format import LabFormat
 from metareason.model import ModelConfig
 from metareason.probe import analysis, figures
 from metareason.probe.inputs import Example, probe_examples, trajectory_cuts
@@ -113,10 +114,10 @@ def lab_trajectories(params: Any, config: ModelConfig, records: Sequence[dict], 
     `lab_records(..., also_styles=("incorrect",))`: "correct (written)" (the program's long
     trajectories), "incorrect (written)" (the program's incorrect ones), and the model's own
     samples (`samples` per question at `temperature`) split by their final answer into
-    "correct (sampled)" / "incorrect (sampled)"."""
+    "correct (sampled)" / "incorrect (sampled)" (by `LabFormat.verdict`)."""
     from metareason.sample import SamplingConfig, generate_all
-    from metareason.tasks.lab import parse_answer, prompt_tokens
-    from metareason.tokenize.lab import LAB_VOCAB as V
+
+    fmt = LabFormat()
 
     base = [dict(r, generations=[r["trajectory"]]) for r in records]
     groups: dict[str, list[dict]] = {
@@ -125,20 +126,19 @@ def lab_trajectories(params: Any, config: ModelConfig, records: Sequence[dict], 
                                 for r in records if "also" in r and "incorrect" in r["also"]],
         "correct (sampled)": [], "incorrect (sampled)": []}
     if samples:
-        prompts = [prompt_tokens(r["question"]) for r in records for _ in range(samples)]
-        sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens, stop_tokens=(V.eos_id,),
-                                  pad_id=V.pad_id)
+        prompts = [fmt.prompt(r) for r in records for _ in range(samples)]
+        sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens,
+                                  stop_tokens=fmt.stop_tokens, pad_id=fmt.pad_id)
         outs = generate_all(params, config, prompts, sampling, key=jax.random.key(seed))
         for i in range(len(prompts)):
             r = records[i // samples]
             ids = [int(t) for t in outs[i]]
-            if V.end_think_id not in ids:
+            if fmt.end_think not in ids:
                 continue  # never ended its thinking: no trajectory to probe
-            traj = V.decode(ids[:ids.index(V.end_think_id)])
+            traj = fmt.decode(ids[:ids.index(fmt.end_think)])
             if not traj.strip():
                 continue
-            answer, _ = parse_answer(ids)
-            ok = answer == r["answer"]
+            ok = fmt.verdict(ids, r).correct
             groups["correct (sampled)" if ok else "incorrect (sampled)"].append(
                 dict(r, id=f"{r['id']}-s{i % samples}", generations=[traj], correct=ok, style="sampled"))
     return groups
@@ -151,12 +151,12 @@ def lab_extras(params: Any, config: ModelConfig, records: Sequence[dict], out: s
     """E1 (landscape around theta for the question-only answer loss, the mean correct L-hat curve
     placed on it) and E12 (budget forcing / summaries / no thinking) for a lab model."""
     from metareason.probe.efficiency import efficiency_table
-    from metareason.probe.inputs import LabCodec, make_batch
+    from metareason.probe.inputs import make_batch
     from metareason.probe.landscape import loss_surface, place_path, random_directions
 
     out = Path(out)
-    codec = LabCodec()
-    exs = [codec.example(r["question"], r["trajectory"], r["answer"]) for r in records[:landscape_questions]]
+    fmt = LabFormat()
+    exs = [fmt.probe_example(r["question"], r["trajectory"], r["answer"]) for r in records[:landscape_questions]]
     batch = make_batch(exs, [np.zeros(1, np.int32)] * len(exs))
     k1, k2 = jax.random.split(jax.random.key(seed))
     d1, d2 = random_directions(params, k1), random_directions(params, k2)

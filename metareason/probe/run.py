@@ -87,17 +87,23 @@ def load_model(path: Path, mesh=None, **hf_overrides):
                             "model directory (config.json)")
 
 
-def hf_groups(records: list[dict]) -> dict[str, list[dict]]:
-    """Reference trajectories count as correct; generations are split by their boxed answer."""
+def hf_groups(records: list[dict], fmt=None) -> dict[str, list[dict]]:
+    """Reference trajectories count as correct; generations are split by the format's verdict
+    (`fmt.verdict(text, record).correct`; without `fmt`, `math_verdict`, which `HFFormat.verdict`
+    calls: Math-Verify on the last \\boxed{} after the end of thinking, so \\frac{1}{2} is 0.5).
+    A generation is probed up to its end-of-thinking delimiter."""
+    from metareason.format import END_THINK, math_verdict
+
+    delimiter = fmt.delimiter if fmt is not None else END_THINK
+    judge = fmt.verdict if fmt is not None else (lambda text, r: math_verdict(text, r["answer"], delimiter=delimiter))
     groups: dict[str, list[dict]] = {"correct (reference)": [], "correct (generations)": [],
                                      "incorrect (generations)": []}
     for r in records:
         if r.get("trajectory"):
             groups["correct (reference)"].append(dict(r, generations=[r["trajectory"]], correct=True))
         for j, g in enumerate(r.get("generations") or []):
-            ok = _norm(boxed_answer(g)) == _norm(r["answer"])
-            # probe the thinking only: cut at the end-of-thinking delimiter if there is one
-            text = g.split("</think>")[0]
+            ok = judge(g, r).correct
+            text = g.split(delimiter)[0]  # probe the thinking only
             groups["correct (generations)" if ok else "incorrect (generations)"].append(
                 dict(r, id=f"{r['id']}-g{j}", generations=[text], correct=ok))
     return groups

@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
+from metareason.format import Format, LabFormat
 from metareason.model import ModelConfig
 from metareason.sample import SamplingConfig, generate_all
-from metareason.tasks.lab import parse_answer, prompt_tokens
-from metareason.tokenize.lab import LAB_VOCAB
 
 __all__ = ["lab_accuracy", "first_per_family", "flat_eval", "final_evaluation"]
 
 
 def lab_accuracy(params: Any, config: ModelConfig, records: Iterable[dict], *, batch_size: int = 64,
-                 max_new_tokens: int = 384, keep_samples: int = 3) -> dict:
-    """Greedy-decodes every record's question and compares the boxed answer with the record's.
+                 max_new_tokens: int = 384, keep_samples: int = 3, fmt: Format | None = None) -> dict:
+    """Greedy-decodes every record's question and judges the output with `fmt.verdict` (default
+    `LabFormat()`: the boxed answer equals the record's).
 
     Returns {"accuracy", "format_rate", "mean_length", "n", "per_family": {family: {...}},
     "samples": [a few decoded outputs]}. Batches are padded to fixed shapes (prompt length
@@ -23,22 +23,23 @@ def lab_accuracy(params: Any, config: ModelConfig, records: Iterable[dict], *, b
     records = list(records)
     if not records:
         raise ValueError("lab_accuracy needs at least one record")
-    prompts = [prompt_tokens(r["question"]) for r in records]
-    sampling = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens, stop_tokens=(LAB_VOCAB.eos_id,),
-                              pad_id=LAB_VOCAB.pad_id)
+    fmt = fmt or LabFormat()
+    prompts = [fmt.prompt(r) for r in records]
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens, stop_tokens=fmt.stop_tokens,
+                              pad_id=fmt.pad_id)
     outputs = generate_all(params, config, prompts, sampling, batch_size=batch_size)
     stats: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     samples = []
     for record, gen in zip(records, outputs):
-        answer, well_formed = parse_answer(gen)
+        v = fmt.verdict(gen, record)
         s = stats[record["family"]]
         s["n"] += 1
-        s["correct"] += answer == record["answer"]
-        s["well_formed"] += well_formed
+        s["correct"] += v.correct
+        s["well_formed"] += v.well_formed
         s["length"] += len(gen)
         if len(samples) < keep_samples:
             samples.append({"question": record["question"], "answer": record["answer"],
-                            "output": LAB_VOCAB.decode(gen), "predicted": answer})
+                            "output": fmt.decode(gen), "predicted": v.answer})
     per_family = {f: {"accuracy": s["correct"] / s["n"], "format_rate": s["well_formed"] / s["n"],
                       "mean_length": s["length"] / s["n"], "n": int(s["n"])} for f, s in sorted(stats.items())}
     n = sum(s["n"] for s in stats.values())

@@ -1,17 +1,18 @@
-"""Probe inputs from text: codecs, cut rules, batching."""
+"""Probe inputs from text: examples of a Format, cut rules, batching."""
 
 import numpy as np
 import pytest
 
+from metareason.format import FormatError, LabFormat
 from metareason.probe import ProbeError
-from metareason.probe.inputs import LabCodec, examples_from_records, make_batch, probe_examples, trajectory_cuts
+from metareason.probe.inputs import examples_from_records, make_batch, probe_examples, trajectory_cuts
 from metareason.tokenize.lab import LAB_VOCAB
 
 TRAJ = "step 1 : 3 + 4 = 7 ; Wait , 3 + 4 = 7 ; Therefore answer is 7"
 
 
 def test_lab_example_layout():
-    e = LabCodec().example("compute 3 + 4 ?", TRAJ, "7", delimiter=True)
+    e = LabFormat().probe_example("compute 3 + 4 ?", TRAJ, "7", delimiter=True)
     assert LAB_VOCAB.decode(e.prompt) == "<bos> compute 3 + 4 ? <think>"
     assert LAB_VOCAB.decode(e.probe) == "</think> **Final Answer** \\boxed{ 7 }"
     assert [LAB_VOCAB.tokens[t] for t, m in zip(e.probe, e.targets) if m] == ["7"]
@@ -20,13 +21,13 @@ def test_lab_example_layout():
 
 
 def test_cut_rules():
-    codec = LabCodec()
-    e = codec.example("compute 3 + 4 ?", TRAJ, "7")
+    fmt = LabFormat()
+    e = fmt.probe_example("compute 3 + 4 ?", TRAJ, "7")
     T = len(e.trajectory)
     np.testing.assert_array_equal(trajectory_cuts(e), np.arange(T + 1))
     assert trajectory_cuts(e, every=5).tolist() == sorted(set(list(range(0, T + 1, 5)) + [T]))
     semis = [i + 1 for i, t in enumerate(e.trajectory) if LAB_VOCAB.tokens[t] == ";"]
-    assert trajectory_cuts(e, "step", codec=codec).tolist() == [0, *semis, T]
+    assert trajectory_cuts(e, "step", fmt=fmt).tolist() == [0, *semis, T]
     assert trajectory_cuts(e, "given", positions=[3, 1, 3]).tolist() == [1, 3]
     with pytest.raises(ProbeError, match="out of range"):
         trajectory_cuts(e, "given", positions=[T + 1])
@@ -35,8 +36,8 @@ def test_cut_rules():
 
 
 def test_empty_answer_is_an_error():
-    with pytest.raises(ProbeError, match="tokenizes to nothing"):
-        LabCodec().example("compute 3 + 4 ?", TRAJ, " ")
+    with pytest.raises(FormatError, match="tokenizes to nothing"):
+        LabFormat().probe_example("compute 3 + 4 ?", TRAJ, " ")
 
 
 def test_probe_examples_equals_per_prefix():
@@ -49,7 +50,7 @@ def test_probe_examples_equals_per_prefix():
     params = init(config, jax.random.key(0))
     recs = [dict(id="a", question="compute 3 + 4 ?", answer="7", trajectory=TRAJ, family="arith"),
             dict(id="b", question="compute 12 - 5 ?", answer="7", trajectory="step 1 : 12 - 5 = 7 ; Therefore answer is 7")]
-    exs = examples_from_records(LabCodec(), recs)
+    exs = examples_from_records(LabFormat(), recs)
     cuts = [trajectory_cuts(e) for e in exs]
     curves = probe_examples(params, config, exs, cuts, batch_size=1)
     ref = answer_loss_per_prefix(params, make_batch(exs, cuts), config=config)

@@ -2,8 +2,7 @@
 
 import pytest
 
-from metareason.evaluate.extract import boxed_answer
-from metareason.evaluate.rewards import REWARDS, lab_verdict, math_equal, math_verdict, reward
+from metareason.format import REWARDS, boxed_answer, lab_verdict, math_equal, math_verdict, reward
 from metareason.tasks.lab import answer_suffix_tokens
 from metareason.tokenize.lab import LAB_VOCAB
 
