@@ -99,7 +99,7 @@ def _probe(argv: list[str]) -> None:
 
 def _demo(argv: list[str]) -> None:
     """Train (or reuse) a lab model, probe it, write a report with the paper's figures."""
-    from metareason.probe.run import DemoConfig, run_demo
+    from metareason.demo import DemoConfig, run_demo
 
     run_demo(tyro.cli(DemoConfig, args=argv, prog="metareason demo"))
 
