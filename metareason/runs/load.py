@@ -94,15 +94,16 @@ def lab_config_from_json(d: dict) -> LabConfig:
 
 def restore_params(run_dir: str | Path, config: ModelConfig, step: int | None = None, *, mesh=None) -> tuple[int, Any]:
     """(step, params) of checkpoint `step` of a run folder (SFT or GRPO; None: the newest intact
-    one). Only the params are read (`config` gives their shapes and dtypes); with `mesh` (a
-    `jax.sharding.Mesh`) straight into their shards (`metareason.parallel.param_shardings`)."""
+    one). Only the params are read (`config` gives their shapes and dtypes), whole on one device
+    or, with `mesh` (a `jax.sharding.Mesh`), straight into their shards
+    (`metareason.parallel.param_shardings`)."""
     run_dir = Path(run_dir).absolute()
     if not (run_dir / "checkpoints").is_dir():
         raise FileNotFoundError(f"{run_dir} has no checkpoints/ directory")
     abstract = jax.eval_shape(lambda: init(config, jax.random.key(0)))
-    if mesh is not None:
-        abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract,
-                                param_shardings(config, mesh))
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # whole, on this process's first device
+    shardings = param_shardings(config, mesh) if mesh is not None else jax.tree.map(lambda _: one, abstract)
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
     ckpt = Checkpointer(run_dir / "checkpoints")
     try:
         restored = ckpt.restore({"params": abstract}, step, partial=True)
