@@ -66,12 +66,12 @@ def run_loop(state: Any, step_fn: StepFn, batches: Iterable, *, start_step: int,
     """Runs steps `start_step` .. `num_steps` - 1 (0-based; step s is followed by "done" = s + 1)
     and returns the final state. Closes `checkpointer` (also on error).
 
-    batches: the steps' inputs, the first one for step `start_step`.
+    batches: the steps' inputs, the first one for step `start_step` (the loop ends early if they run out).
     After step s (done = s + 1):
       - a non-finite step raises TrainingDiverged "at step {done} ({where(s, metrics)})";
       - every `log_every` and at the end, `train_row(done, state, window, seconds)` (window: the
-        host metrics of the steps since the last row, seconds: their wall time) is written to
-        `metrics` as split "train" and its `postfix` keys shown on the progress bar;
+        host metrics of the steps since the last row; seconds: wall time since the loop started) is
+        written to `metrics` as split "train" and its `postfix` keys shown on the progress bar;
       - every `eval_every` (0: never) but the last, `evaluate(state)` is written as "validation";
       - every `checkpoint_every` and at the end, the state is saved with `checkpoint_extra(done)`."""
     window: list[dict] = []
@@ -88,7 +88,7 @@ def run_loop(state: Any, step_fn: StepFn, batches: Iterable, *, start_step: int,
                 row = train_row(done, state, jax.device_get(window), time.perf_counter() - t0)
                 metrics.write(done, "train", row)
                 pbar.set_postfix({k: f"{row[k]:.3f}" for k in postfix})
-                window, t0 = [], time.perf_counter()
+                window = []
             if evaluate is not None and eval_every and done % eval_every == 0 and done != num_steps:
                 metrics.write(done, "validation", evaluate(state))
             if done % checkpoint_every == 0 or done == num_steps:
