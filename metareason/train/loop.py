@@ -18,6 +18,7 @@ to an uninterrupted one.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -28,7 +29,7 @@ from tqdm import tqdm
 from metareason.runs import Checkpointer, abstract_like
 from metareason.train.metrics import MetricsWriter
 
-__all__ = ["TrainingDiverged", "resume", "run_loop"]
+__all__ = ["TrainingDiverged", "resume", "run_loop", "finish"]
 
 StepFn = Callable[[Any, Any], tuple[Any, dict]]
 
@@ -97,3 +98,10 @@ def run_loop(state: Any, step_fn: StepFn, batches: Iterable, *, start_step: int,
         pbar.close()
         checkpointer.close()
     return state
+
+
+def finish(out: Path, summary: dict, metrics: MetricsWriter) -> dict:
+    """Closes the run's metrics and writes `summary` to out/summary.json; returns it."""
+    metrics.close()
+    (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from metareason.tasks.lab import LabConfig, lab_records
 from metareason.train.evaluation import final_evaluation, first_per_family, flat_eval, lab_accuracy
 from metareason.train.grpo import (ADVANTAGES, GRPOLossConfig, group_advantages, grpo_loss, rollout_batch,
                                    sample_rollouts, token_logprobs, update_mask)
-from metareason.train.loop import resume, run_loop
+from metareason.train.loop import finish, resume, run_loop
 from metareason.train.metrics import MetricsWriter
 from metareason.train.options import RunOptions, start_run
 from metareason.train.state import OptimizerConfig, init_state, make_optimizer
@@ -215,9 +214,7 @@ def train_grpo(cfg: GRPOConfig) -> dict[str, Any]:
         with place.context():
             summary.update(final_evaluation(state.params, model_cfg, lambda s: list(lab_records(cfg.lab, s)),
                                             cfg.lab, cfg.eval_questions, metrics, cfg.steps))
-    metrics.close()
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return finish(out, summary, metrics)
 
 
 def grpo_config_from_json(d: dict) -> GRPOConfig:

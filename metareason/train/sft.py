@@ -30,7 +30,6 @@ committed and the checkpoints on disk stay the last good ones.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shlex
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,7 +41,7 @@ from metareason.parallel import Placement
 from metareason.runs import Checkpointer, lab_config_from_json
 from metareason.tasks.lab import LabConfig
 from metareason.train.evaluation import final_evaluation, first_per_family, flat_eval, lab_accuracy
-from metareason.train.loop import TrainingDiverged, resume, run_loop
+from metareason.train.loop import TrainingDiverged, finish, resume, run_loop
 from metareason.train.metrics import MetricsWriter
 from metareason.train.options import RunOptions, start_run
 from metareason.train.state import OptimizerConfig, init_state, make_optimizer
@@ -208,9 +207,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
         with place.context():
             summary.update(final_evaluation(state.params, model_cfg, sources, cfg.lab, cfg.eval_questions, metrics,
                                             cfg.steps))
-    metrics.close()
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return finish(out, summary, metrics)
 
 
 def sft_config_from_json(d: dict) -> SFTConfig:
