@@ -18,7 +18,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jax
 
@@ -38,14 +38,14 @@ __all__ = ["LoadedModel", "load", "restore_params", "lab_config_from_json", "run
 class LoadedModel:
     """A model ready to prompt, sample, probe or train further."""
 
-    kind: str
+    kind: Literal["lab", "hf"]
     """"lab" (the lab vocabulary) or "hf" (a Hugging Face tokenizer and chat template)."""
     config: ModelConfig
     params: Any
     """The weights (`metareason.model.init`'s layout), with `config.param_dtype`."""
     tokenizer: HFTokenizer | None
     """The Hugging Face tokenizer (kind "hf"), else None."""
-    format: Any
+    format: LabFormat | HFFormat
     """How the model is prompted and judged: `metareason.format.LabFormat` or `HFFormat`."""
     lab: LabConfig | None
     """The lab a lab run trained on (kind "lab"), else None."""
