@@ -19,7 +19,14 @@ import sys
 
 import tyro
 
+from metareason.demo import DemoConfig, run_demo
+from metareason.evaluate.run import EvalConfig, run_eval
+from metareason.parallel import initialize_distributed
+from metareason.probe.run import ProbeConfig, run_probe
 from metareason.selfcheck import SelfCheck, run_selfcheck
+from metareason.train.presets import rl_presets, train_presets
+from metareason.train.rl import GRPOConfig, train_grpo
+from metareason.train.sft import SFTConfig, train_sft
 
 USAGE = "usage: metareason {selfcheck,train,rl,eval,probe,demo,compare} [--help]"
 
@@ -42,42 +49,30 @@ def parse_config(command: str, argv: list[str]):
     """The config `metareason COMMAND ARGV...` runs with, without running anything (for checking
     command lines, e.g. experiments/full_scale.py --check). Commands: train, rl, eval, probe."""
     if command == "train":
-        from metareason.train.presets import train_presets
-        from metareason.train.sft import SFTConfig
         return _preset_cli(argv, SFTConfig, train_presets(), "lab", "metareason train",
                            "SFT on the synthetic lab, or (--init MODEL_OR_RUN --data FILE) on the generations of a "
                            ".jsonl / .parquet file.")
     if command == "rl":
-        from metareason.train.presets import rl_presets
-        from metareason.train.rl import GRPOConfig
         return _preset_cli(argv, GRPOConfig, rl_presets(), "arith", "metareason rl", "GRPO on the synthetic lab.")
     if command == "eval":
-        from metareason.evaluate.run import EvalConfig
         return tyro.cli(EvalConfig, args=argv, prog="metareason eval")
     if command == "probe":
-        from metareason.probe.run import ProbeConfig
         return tyro.cli(ProbeConfig, args=argv, prog="metareason probe")
     raise SystemExit(f"metareason: no config to parse for command {command!r} (train, rl, eval, probe)")
 
 
 def _train(argv: list[str]) -> None:
     """SFT on the synthetic lab, or on a file's generations (--preset NAME, --init, --data FILE, --resume)."""
-    from metareason.train.sft import train_sft
-
     train_sft(parse_config("train", argv))
 
 
 def _rl(argv: list[str]) -> None:
     """GRPO on the synthetic lab, from scratch or from a `train` run (--init RUN, --preset NAME, --resume)."""
-    from metareason.train.rl import train_grpo
-
     train_grpo(parse_config("rl", argv))
 
 
 def _eval(argv: list[str]) -> None:
     """n samples per question: Pass@k and mG-Pass@k per dataset, with intervals."""
-    from metareason.evaluate.run import run_eval
-
     cfg = parse_config("eval", argv)
     run_eval(cfg)
     print((cfg.out / "table.md").read_text())
@@ -90,8 +85,6 @@ def _selfcheck(argv: list[str]) -> None:
 
 def _probe(argv: list[str]) -> None:
     """Answer loss along trajectories and the paper's analyses (E1-E5, E12) for a model."""
-    from metareason.probe.run import run_probe
-
     cfg = parse_config("probe", argv)
     res = run_probe(cfg)
     print(f"wrote {cfg.out}/summary.md, results.json, curves.jsonl and {len(res['figures'])} figures")
@@ -99,8 +92,6 @@ def _probe(argv: list[str]) -> None:
 
 def _demo(argv: list[str]) -> None:
     """Train (or reuse) a lab model, probe it, write a report with the paper's figures."""
-    from metareason.probe.run import DemoConfig, run_demo
-
     run_demo(tyro.cli(DemoConfig, args=argv, prog="metareason demo"))
 
 
@@ -129,7 +120,6 @@ def main(argv: list[str] | None = None) -> None:
     if os.environ.get("METAREASON_COORDINATOR") or os.environ.get("METAREASON_DISTRIBUTED") == "1":
         # several hosts: join JAX's distributed runtime before any computation (arguments from
         # METAREASON_* or, with METAREASON_DISTRIBUTED=1 alone, detected on TPU pods and SLURM)
-        from metareason.parallel import initialize_distributed
         initialize_distributed()
     COMMANDS[argv[0]](argv[1:])
 

@@ -13,6 +13,13 @@ import json
 import time
 from pathlib import Path
 
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from metareason.model import (ModelConfig, RopeScaling, apply, init, init_cache, load_hf_checkpoint,
+                              save_hf_checkpoint)
+
 __all__ = ["SelfCheck", "run_selfcheck"]
 
 
@@ -31,9 +38,7 @@ class SelfCheck:
     seed: int = 0
 
 
-def _tiny(family: str):
-    from metareason.model import ModelConfig, RopeScaling
-
+def _tiny(family: str) -> ModelConfig:
     scaling = RopeScaling("llama3", factor=8.0, original_max_position_embeddings=16) if family == "llama" else None
     return ModelConfig(family=family, vocab_size=128, hidden_size=64, intermediate_size=96, num_layers=2,
                        num_heads=4, num_kv_heads=2, rope_scaling=scaling, tie_word_embeddings=family == "qwen3",
@@ -41,6 +46,8 @@ def _tiny(family: str):
 
 
 def _transformers_logits(path: Path, tokens):
+    """transformers' logits of `tokens` for the export in `path`, or None without torch / transformers
+    (imported here: the reference frameworks stay out of the package's imports)."""
     try:
         import torch
         import transformers
@@ -53,12 +60,6 @@ def _transformers_logits(path: Path, tokens):
 
 def run_selfcheck(cfg: SelfCheck) -> dict:
     """Runs the check; returns the report and raises `SystemExit(1)` if anything disagrees."""
-    import jax
-    import numpy as np
-    from tqdm import tqdm
-
-    from metareason.model import apply, init, init_cache, load_hf_checkpoint, save_hf_checkpoint
-
     out = cfg.out.absolute()
     out.mkdir(parents=True, exist_ok=True)
     report = {"jax": jax.__version__, "devices": [str(d) for d in jax.devices()], "families": {}}

@@ -11,7 +11,8 @@ import pytest
                                     "metareason.sample", "metareason.tasks", "metareason.train",
                                     "metareason.data.manual", "metareason.probe.run", "metareason.inner",
                                     "metareason.studies.compare", "metareason.studies.lab_meta", "metareason.stats",
-                                    "metareason.evaluate", "metareason.evaluate.run", "metareason.train.rl"])
+                                    "metareason.evaluate", "metareason.evaluate.run", "metareason.train.rl",
+                                    "metareason.runs", "metareason.demo", "metareason.train.loop"])
 def test_import_chain_is_light(module):
     code = (f"import sys, {module}\n"
             "heavy = [m for m in ('tensorflow_datasets', 'grain', 'tensorflow', 'torch', 'transformers') if m in sys.modules]\n"

@@ -29,6 +29,7 @@ import jax
 import numpy as np
 
 from metareason.evaluate.passk import mg_pass_at_k, pass_at_k
+from metareason.runs import LoadedModel, load
 from metareason.stats import mean_interval
 
 __all__ = ["EvalConfig", "run_eval", "summarise_dataset", "EvalError"]
@@ -74,18 +75,18 @@ class EvalConfig:
             raise EvalError("give at least one dataset (--data)")
 
 
-def _datasets(cfg: EvalConfig, kind: str, extra: dict) -> dict[str, list[dict]]:
+def _datasets(cfg: EvalConfig, model: LoadedModel) -> dict[str, list[dict]]:
     out = {}
     for spec in cfg.data:
         if spec.startswith("lab:"):
-            if kind != "lab":
+            if model.kind != "lab":
                 raise EvalError(f"dataset {spec!r} needs a lab model; a Hugging Face model reads .jsonl/.parquet files")
             from metareason.tasks.lab import SPLITS, lab_records
             parts = spec.split(":")
             if len(parts) not in (2, 3) or parts[1] not in SPLITS[1:]:
                 raise EvalError(f"dataset {spec!r}: expected lab:SPLIT or lab:SPLIT:FAM1,FAM2 with SPLIT one of "
                                 f"{', '.join(SPLITS[1:])}")
-            lab, split = extra["run"].lab, parts[1]
+            lab, split = model.lab, parts[1]
             if len(parts) == 2:
                 recs = list(lab_records(lab, split))
             else:  # per family: a trained family's own split, or an untrained one's held-out questions
@@ -136,19 +137,17 @@ def _table(results: dict[str, dict], ks: Sequence[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_eval(cfg: EvalConfig, *, model=None) -> dict[str, Any]:
+def run_eval(cfg: EvalConfig, *, model: LoadedModel | None = None) -> dict[str, Any]:
     """Samples, judges, writes samples.jsonl / results.json / table.md; returns the results.
-    `model`: an already loaded `metareason.probe.run.load_model` result."""
+    `model`: an already loaded `metareason.load` result (else `cfg.model` is loaded)."""
     from tqdm import tqdm
 
-    from metareason.evaluate.formats import HFFormat, LabFormat
-    from metareason.probe.run import load_model
     from metareason.sample import SamplingConfig, generate_all
 
     t0 = time.perf_counter()
-    kind, model_cfg, params, extra = model or load_model(cfg.model)
-    fmt = LabFormat() if kind == "lab" else HFFormat(extra["tokenizer"], think_prefix=cfg.think_prefix)
-    datasets = _datasets(cfg, kind, extra)
+    model = (model or load(cfg.model)).with_think_prefix(cfg.think_prefix)
+    model_cfg, params, fmt = model.config, model.params, model.format
+    datasets = _datasets(cfg, model)
     sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                               max_new_tokens=cfg.max_new_tokens, stop_tokens=fmt.stop_tokens, pad_id=fmt.pad_id)
     out = Path(cfg.out)

@@ -66,22 +66,22 @@ class CompareConfig:
     """Hugging Face models: text after the chat template's generation prompt (e.g. "<think>\\n")."""
 
 
-def _groups(cfg: CompareConfig, kind: str, extra: dict) -> dict[str, list[dict]]:
-    """Trajectory groups {name: records with one generation each} and the codec."""
+def _groups(cfg: CompareConfig, model) -> dict[str, list[dict]]:
+    """Trajectory groups {name: records with one generation each} of a `metareason.LoadedModel`."""
     from metareason.probe.loss import ProbeError
-    if kind == "lab":
+    if model.kind == "lab":
         if cfg.data != "lab":
             raise ProbeError("a lab model compares on lab data only (--data lab)")
         from metareason.tasks.lab import lab_records
         recs = [r for _, r in zip(range(cfg.max_questions),
-                                  lab_records(extra["run"].lab, "test", also_styles=("incorrect",)))]
+                                  lab_records(model.lab, "test", also_styles=("incorrect",)))]
         return {"correct": [dict(r, generations=[r["trajectory"]], correct=True) for r in recs],
                 "incorrect": [dict(r, generations=[r["also"]["incorrect"]], correct=False) for r in recs]}
     if cfg.data == "lab":
         raise ProbeError("a Hugging Face model needs --data FILE (.jsonl or .parquet records)")
     from metareason.data.manual import read_records
     from metareason.probe.run import hf_groups
-    groups = hf_groups(read_records(cfg.data).records[:cfg.max_questions])
+    groups = hf_groups(read_records(cfg.data).records[:cfg.max_questions], model.format)
     return {name.split(" ")[0] if name.startswith("incorrect") else name: recs for name, recs in groups.items()
             if recs}
 
@@ -266,20 +266,20 @@ def run_compare(cfg: CompareConfig, *, model=None) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from metareason.inner import SUBSETS, ExampleError
-    from metareason.probe.inputs import HFCodec, LabCodec, examples_from_records
-    from metareason.probe.run import load_model
+    from metareason.probe.inputs import examples_from_records
+    from metareason.runs import load
 
     if cfg.max_questions < 1 or cfg.every < 1 or cfg.steps < 1 or cfg.max_tokens < 1:
         raise ExampleError("max_questions, every, steps and max_tokens must be >= 1")
     if cfg.subset not in SUBSETS:
         raise ExampleError(f"unknown weight subset {cfg.subset!r} (known: {', '.join(SUBSETS)})")
     t0 = time.perf_counter()
-    kind, config, params, extra = model or load_model(cfg.model)
+    model = (model or load(cfg.model)).with_think_prefix(cfg.think_prefix)
+    kind = model.kind
     # exactness needs float32 weights and compute
-    config = dataclasses.replace(config, param_dtype="float32", compute_dtype="float32")
-    params = jax.tree.map(lambda x: x.astype(np.float32), params)
-    codec = LabCodec() if kind == "lab" else HFCodec(extra["tokenizer"], think_prefix=cfg.think_prefix)
-    groups = _groups(cfg, kind, extra)
+    config = dataclasses.replace(model.config, param_dtype="float32", compute_dtype="float32")
+    params = jax.tree.map(lambda x: x.astype(np.float32), model.params)
+    groups = _groups(cfg, model)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "compare.jsonl"
@@ -295,7 +295,7 @@ def run_compare(cfg: CompareConfig, *, model=None) -> dict[str, Any]:
             rid = str(r.get("id"))
             if (g, rid) in done:
                 continue
-            ex = _trim(examples_from_records(codec, [r])[0], cfg.max_tokens)
+            ex = _trim(examples_from_records(model.format, [r])[0], cfg.max_tokens)
             row = dict(group=g, id=rid, **_row(params, config, ex, cfg))
             f.write(json.dumps(row) + "\n")
             f.flush()

@@ -1,43 +1,21 @@
-"""Named model and run presets for the lab."""
+"""Named run presets for the lab: `metareason train --preset NAME` and `metareason rl --preset NAME`.
+(The model presets they name are `metareason.model.presets`, re-exported here.)"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from metareason.model import ModelConfig
-from metareason.tokenize.lab import LAB_VOCAB
+from metareason.model.presets import MODEL_PRESETS, model_preset
+from metareason.tasks.lab import LabConfig
+from metareason.train.rl import ARITH, GRPOConfig
+from metareason.train.sft import SFTConfig
+from metareason.train.state import OptimizerConfig
 
 __all__ = ["MODEL_PRESETS", "model_preset", "train_presets", "rl_presets"]
-
-MODEL_PRESETS = {
-    # ~0.1 M parameters: tests and smoke runs
-    "lab-tiny": ModelConfig(family="qwen2", vocab_size=LAB_VOCAB.size, hidden_size=64, intermediate_size=192,
-                            num_layers=2, num_heads=4, num_kv_heads=2, max_position_embeddings=1024,
-                            initializer_range=0.05, scan_unroll=2),
-    # ~0.7 M parameters, 3 layers: the arith presets' model (about 230 ms per 8 x 256 step on 2 CPU
-    # cores, so twice the steps of lab-small in the same 10 minutes; more accurate at that budget)
-    "lab-fast": ModelConfig(family="qwen2", vocab_size=LAB_VOCAB.size, hidden_size=128, intermediate_size=384,
-                            num_layers=3, num_heads=4, num_kv_heads=2, max_position_embeddings=1024,
-                            initializer_range=0.05, scan_unroll=3),
-    # ~1.2 M parameters, 6 layers
-    "lab-small": ModelConfig(family="qwen2", vocab_size=LAB_VOCAB.size, hidden_size=128, intermediate_size=384,
-                             num_layers=6, num_heads=4, num_kv_heads=2, max_position_embeddings=1024,
-                             initializer_range=0.05, scan_unroll=6),
-}
-
-
-def model_preset(name: str) -> ModelConfig:
-    if name not in MODEL_PRESETS:
-        raise ValueError(f"unknown model preset {name!r} (known: {', '.join(MODEL_PRESETS)})")
-    return MODEL_PRESETS[name]
 
 
 def train_presets() -> dict:
     """Named `SFTConfig`s for `metareason train --preset NAME` (flags after it override)."""
-    from metareason.tasks.lab import LabConfig
-    from metareason.train.sft import SFTConfig
-    from metareason.train.state import OptimizerConfig
-
     # 20,000 distinct questions: with 4,000 the 3400 steps (about 11.7 packed examples each) pass over
     # each question about 10 times and held-out accuracy varied from 0.86 to 0.95 with the seed; with
     # 20,000 (2 passes), 0.90 to 0.99 over three seeds, 0.958 in all (BENCHMARKS.md). The first 4,000
@@ -65,9 +43,6 @@ def train_presets() -> dict:
 
 def rl_presets() -> dict:
     """Named `GRPOConfig`s for `metareason rl --preset NAME` (flags after it override)."""
-    from metareason.tasks.lab import LabConfig
-    from metareason.train.rl import ARITH, GRPOConfig
-
     return {
         # GRPO on the arith questions of the arith-* SFT presets. Pass --init RUN_DIR: a fresh model
         # never answers right, so every group's rewards are equal and every advantage is 0. The

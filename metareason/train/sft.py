@@ -6,7 +6,7 @@
 With `--data FILE` (.jsonl / .parquet records: question, answer, generations; the paper's
 format, `metareason.data.manual`) each question's `generations` are its trajectories (the E10
 rule: `k_trajectories` of them in `slots_per_question` examples; questions with fewer are
-skipped), encoded by the model's format (`metareason.evaluate.formats`: the chat template and
+skipped), encoded by the model's format (`metareason.format`: the chat template and
 `think_prefix` for a Hugging Face model, loss on the generation and the eos). `--init` is then
 required: a Hugging Face model directory, or a previous run.
 
@@ -30,39 +30,33 @@ committed and the checkpoints on disk stay the last good ones.
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
+import shlex
 from pathlib import Path
 from typing import Any, Sequence
 
-import jax
 import numpy as np
 
-from metareason.model import ModelConfig, init
+from metareason.data.manual import read_records
 from metareason.parallel import Placement
+from metareason.runs import Checkpointer, lab_config_from_json
 from metareason.tasks.lab import LabConfig
-from metareason.train.checkpoint import Checkpointer, abstract_like
 from metareason.train.evaluation import final_evaluation, first_per_family, flat_eval, lab_accuracy
+from metareason.train.loop import TrainingDiverged, finish, resume, run_loop
 from metareason.train.metrics import MetricsWriter
-from metareason.train.presets import model_preset
-from metareason.train.rundir import RunOptions, copy_tokenizer, defaults_json, open_run_dir, start_model
+from metareason.train.options import RunOptions, start_run
 from metareason.train.state import OptimizerConfig, init_state, make_optimizer
 from metareason.train.step import make_train_step
 from metareason.train.trajectories import trajectory_slots
 
-__all__ = ["SFTConfig", "train_sft", "TrainingDiverged", "load_run", "sft_config_from_json"]
+__all__ = ["SFTConfig", "train_sft", "TrainingDiverged", "sft_config_from_json"]
 
 
-class TrainingDiverged(RuntimeError):
-    """A non-finite loss or gradient (names the step and the batch)."""
-
-    @classmethod
-    def at(cls, metrics: dict, where: str, ckpt: Checkpointer) -> "TrainingDiverged":
-        """The error for a step whose metrics are not finite; `where`: "step 7 (batch 6 ...)"."""
-        last = max(ckpt.steps(), default=None)
-        good = f"step {last} in {ckpt.directory}" if last is not None else f"none yet ({ckpt.directory} is empty)"
-        return cls(f"non-finite loss ({float(metrics['loss'])}) or gradient norm ({float(metrics['grad_norm'])}) "
-                   f"at {where}; nothing from it was committed, the last good checkpoint is {good}")
+def __getattr__(name):
+    """`load_run` lives in `metareason.train.saved` (it reads SFT and GRPO runs); still reachable here."""
+    if name == "load_run":
+        from metareason.train.saved import load_run
+        return load_run
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclasses.dataclass
@@ -118,32 +112,9 @@ class TrajectorySlots:
         return record
 
 
-@dataclasses.dataclass(frozen=True)
-class _Start:
-    """The starting model, how its examples are encoded, and where its tokenizer comes from."""
-    config: ModelConfig
-    params: Any
-    fmt: Any
-    kind: str
-    """"lab" or "hf" (`metareason.probe.run.load_model`)."""
-
-
-def _start(cfg: SFTConfig, place: Placement) -> _Start:
-    from metareason.evaluate.formats import HFFormat, LabFormat
-
-    kind, model_cfg, params, extra = start_model(cfg, place)
-    if kind == "hf" and cfg.data == "lab":
-        raise ValueError(f"a Hugging Face model ({cfg.init}) needs --data FILE (.jsonl or .parquet records with "
-                         "generations)")
-    fmt = LabFormat() if kind == "lab" else HFFormat(extra["tokenizer"], think_prefix=cfg.think_prefix)
-    return _Start(model_cfg, params, fmt, kind)
-
-
 def _file_records(cfg: SFTConfig) -> list[dict]:
     """The records of `cfg.data` with at least `k_trajectories` generations (the others skipped,
     their count printed once)."""
-    from metareason.data.manual import read_records
-
     records = read_records(cfg.data).records
     kept = [r for r in records if len(r.get("generations") or ()) >= cfg.k_trajectories]
     if not kept:
@@ -157,7 +128,6 @@ def _file_records(cfg: SFTConfig) -> list[dict]:
 
 def _eval_command(run: Path, data: str, think_prefix: str = "") -> str:
     """The `metareason eval` command line (bash) that evaluates `run` on the file `data`."""
-    import shlex
     cmd = f"metareason eval --model {shlex.quote(str(run))} --data {shlex.quote(data)}"
     if think_prefix:  # bash's $'...' keeps a newline readable: $'<think>\n'
         escaped = think_prefix.encode("unicode_escape").decode("ascii").replace("'", "\\'")
@@ -165,11 +135,22 @@ def _eval_command(run: Path, data: str, think_prefix: str = "") -> str:
     return cmd
 
 
+def _sft_step(train_step, place: Placement):
+    """`step(state, batch)`: `train_step` on the placed batch; metrics gain "tokens_seen", the loss
+    tokens trained on since the step was made (this process)."""
+    seen = 0
+
+    def step(state, batch):
+        nonlocal seen
+        state, m = train_step(state, place.batch(batch))
+        seen += int(np.asarray(batch["loss_mask"]).sum())
+        return state, dict(m, tokens_seen=seen)
+    return step
+
+
 def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     """Runs (or resumes) SFT; returns the summary (also written to out/summary.json)."""
-    from tqdm import tqdm
-
-    from metareason.data import build_lab, training_batches
+    from metareason.data import build_lab, training_batches  # tensorflow-datasets and grain: only when run
 
     lab_data = cfg.data == "lab"  # lab evaluation during and after training (else: `metareason eval`)
     if not lab_data and not cfg.init:
@@ -178,61 +159,41 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
         raise ValueError(f"k_trajectories={cfg.k_trajectories} exceeds the lab's trajectories_per_question="
                          f"{cfg.lab.trajectories_per_question}")
     file_records = None if lab_data else _file_records(cfg)
-    out = open_run_dir(cfg.out, cfg.to_json(), cfg.resume, defaults_json(SFTConfig))
-
-    place = Placement.from_text(cfg.mesh)
-    start_model = _start(cfg, place)
-    model_cfg, params, fmt = start_model.config, start_model.params, start_model.fmt
-    if start_model.kind == "hf":
-        copy_tokenizer(cfg.init, out)
+    out, place, start = start_run(cfg, SFTConfig)
+    model_cfg = start.config
     optimizer = make_optimizer(cfg.optimizer, cfg.steps)
-    state = place.state(init_state(params, optimizer, cfg.seed), model_cfg, optimizer)
-    (out / "model_config.json").write_text(json.dumps(dataclasses.asdict(model_cfg), indent=2))
+    state = place.state(init_state(start.params, optimizer, cfg.seed), model_cfg, optimizer)
     sources = build_lab(cfg.lab, out / "data") if lab_data else {"train": file_records}
     slots = trajectory_slots(len(sources["train"]), cfg.k_trajectories, cfg.slots_per_question, cfg.seed)
-    dataset = training_batches(TrajectorySlots(sources["train"], slots), fmt.example, seq_len=cfg.seq_len,
+    dataset = training_batches(TrajectorySlots(sources["train"], slots), start.format.example, seq_len=cfg.seq_len,
                                batch_size=cfg.batch_size, seed=cfg.seed, num_epochs=None,
                                num_packing_bins=cfg.packing_bins or 4 * cfg.batch_size, too_long="error",
                                prefetch=2)  # packing overlaps the step (short examples pack dozens to a step)
     batches = iter(dataset)
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
-    start = 0
-    if cfg.resume:
-        restored = ckpt.restore_latest(abstract_like(state))
-        if restored is not None:
-            start, state, extra = restored
-            batches.set_state(extra["data"])
-            print(f"resumed from step {start} of {out}", flush=True)
-    metrics = MetricsWriter(out, start_step=start)
-    step_fn = make_train_step(model_cfg, optimizer)
+    begin, state, extra = resume(ckpt, state, enabled=cfg.resume, out=out)
+    if "data" in extra:
+        batches.set_state(extra["data"])
+    metrics = MetricsWriter(out, start_step=begin)
     val = first_per_family(sources["validation"], cfg.eval_questions) if lab_data else []
+    schedule = cfg.optimizer.schedule(cfg.steps)
 
-    t0, tokens_seen = time.perf_counter(), 0
-    pbar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="sft", unit="step")
+    def train_row(done, state, window, seconds):
+        m = window[-1]
+        return {"loss": float(m["loss"]), "token_accuracy": float(m["accuracy"]), "grad_norm": float(m["grad_norm"]),
+                "lr": float(schedule(done)), "trained_tokens_per_s": m["tokens_seen"] / seconds}
+
     try:
         with place.context():
-            for step in pbar:
-                batch = next(batches)
-                state, m = step_fn(state, place.batch(batch))
-                if not bool(m["finite"]):
-                    raise TrainingDiverged.at(m, f"step {step + 1} (batch {step} of the data stream)", ckpt)
-                tokens_seen += int(np.asarray(batch["loss_mask"]).sum())
-                done = step + 1
-                if done % cfg.log_every == 0 or done == cfg.steps:
-                    m = jax.device_get(m)
-                    row = {"loss": float(m["loss"]), "token_accuracy": float(m["accuracy"]),
-                           "grad_norm": float(m["grad_norm"]), "lr": float(cfg.optimizer.schedule(cfg.steps)(done)),
-                           "trained_tokens_per_s": tokens_seen / (time.perf_counter() - t0)}
-                    metrics.write(done, "train", row)
-                    pbar.set_postfix(loss=f"{row['loss']:.3f}")
-                if val and cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
-                    res = lab_accuracy(state.params, model_cfg, val)
-                    metrics.write(done, "validation", flat_eval(res))
-                if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-                    ckpt.save(done, state, {"data": batches.get_state()})
+            state = run_loop(
+                state, _sft_step(make_train_step(model_cfg, optimizer), place), batches, start_step=begin,
+                num_steps=cfg.steps, checkpointer=ckpt, metrics=metrics, log_every=cfg.log_every,
+                checkpoint_every=cfg.checkpoint_every, train_row=train_row,
+                checkpoint_extra=lambda done: {"data": batches.get_state()},
+                where=lambda step, m: f"batch {step} of the data stream",
+                evaluate=(lambda state: flat_eval(lab_accuracy(state.params, model_cfg, val))) if val else None,
+                eval_every=cfg.eval_every, desc="sft")
     finally:
-        pbar.close()
-        ckpt.close()
         batches.close()  # stops the prefetch thread
     summary: dict[str, Any] = {"steps": cfg.steps, "out": str(out), "model": cfg.init or cfg.model,
                                "params": model_cfg.num_params()}
@@ -246,48 +207,11 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
         with place.context():
             summary.update(final_evaluation(state.params, model_cfg, sources, cfg.lab, cfg.eval_questions, metrics,
                                             cfg.steps))
-    metrics.close()
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return finish(out, summary, metrics)
 
 
 def sft_config_from_json(d: dict) -> SFTConfig:
     """The `SFTConfig` a run's config.json holds (lists back to tuples)."""
-    lab = {k: tuple(v) if isinstance(v, list) else v for k, v in d["lab"].items()}
     rest = {k: v for k, v in d.items() if k not in ("lab", "optimizer", "out")}
-    return SFTConfig(out=Path(d["out"]), lab=LabConfig(**lab), optimizer=OptimizerConfig(**d["optimizer"]), **rest)
-
-
-def load_run(run_dir: str | Path) -> tuple[SFTConfig, ModelConfig, Any, int]:
-    """(run config, model config, params, step) of a `metareason train` (or `metareason rl`) run
-    directory, from its newest intact checkpoint. Raises FileNotFoundError naming what is missing."""
-    run_dir = Path(run_dir).absolute()
-    cfg_file = run_dir / "config.json"
-    if not cfg_file.exists():
-        raise FileNotFoundError(f"{run_dir} is not a training run (no config.json)")
-    saved = json.loads(cfg_file.read_text())
-    if "group_size" in saved:  # a GRPO run
-        from metareason.train.rl import load_grpo_run
-        return load_grpo_run(run_dir)
-    cfg = sft_config_from_json(saved)
-    model_file = run_dir / "model_config.json"  # (runs before it was written: the preset)
-    model_cfg = ModelConfig(**json.loads(model_file.read_text())) if model_file.exists() else model_preset(cfg.model)
-    step, params = restore_params(run_dir, model_cfg, cfg.optimizer, cfg.keep_checkpoints)
-    return cfg, model_cfg, params, step
-
-
-def restore_params(run_dir: Path, model_cfg: ModelConfig, optimizer: OptimizerConfig, keep: int) -> tuple[int, Any]:
-    """(step, params) of the newest intact checkpoint of a run directory (SFT or GRPO)."""
-    opt = make_optimizer(optimizer, 1)  # the state's structure does not depend on the schedule
-    abstract = jax.eval_shape(lambda: init_state(init(model_cfg, jax.random.key(0)), opt, 0))
-    if not (run_dir / "checkpoints").is_dir():
-        raise FileNotFoundError(f"{run_dir} has no checkpoints/ directory")
-    ckpt = Checkpointer(run_dir / "checkpoints", keep=keep)
-    try:
-        restored = ckpt.restore_latest(abstract)
-    finally:
-        ckpt.close()
-    if restored is None:
-        raise FileNotFoundError(f"{run_dir} has no intact checkpoint")
-    done, state, _ = restored
-    return done, state.params
+    return SFTConfig(out=Path(d["out"]), lab=lab_config_from_json(d["lab"]), optimizer=OptimizerConfig(**d["optimizer"]),
+                     **rest)

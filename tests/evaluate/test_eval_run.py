@@ -2,7 +2,6 @@
 brute-force enumeration over the written samples; a resumed run equals an uninterrupted one."""
 
 import json
-import types
 
 import jax
 import numpy as np
@@ -11,7 +10,8 @@ import pytest
 from metareason.evaluate.run import EvalConfig, EvalError, run_eval
 from metareason.model import init
 from metareason.tasks.lab import LabConfig
-from metareason.train.presets import model_preset
+from metareason.model.presets import model_preset
+from metareason.runs import LoadedModel
 from reference import tiny_hf_dir
 from test_passk import brute_mg_pass, brute_pass
 
@@ -21,7 +21,7 @@ LAB = LabConfig(families=("arith", "pointer"), difficulty=(1,), train_size=30, e
 @pytest.fixture(scope="module")
 def lab_model():
     config = model_preset("lab-tiny")
-    return "lab", config, init(config, jax.random.key(0)), {"run": types.SimpleNamespace(lab=LAB)}
+    return LoadedModel.wrap(config, init(config, jax.random.key(0)), lab=LAB)
 
 
 def _rows(out):

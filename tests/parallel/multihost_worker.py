@@ -29,7 +29,7 @@ def main(phase: str, ckpt_dir: str, num_processes: int, process_id: int, port: i
 
     from metareason.model import ModelConfig
     from metareason.parallel import make_mesh, shard_batch, sharded_init, use_mesh
-    from metareason.train.checkpoint import Checkpointer, abstract_like
+    from metareason.runs import Checkpointer, abstract_like
     from metareason.train.state import OptimizerConfig, init_state, make_optimizer
     from metareason.train.step import make_train_step
 

@@ -63,3 +63,11 @@ def test_demo_tiny(tmp_path):
     mtime = (out / "model" / "summary.json").stat().st_mtime
     main(argv[:argv.index("--landscape-grid")] + ["--landscape-grid", "0", "--samples", "0"])  # reuses the model
     assert (out / "model" / "summary.json").stat().st_mtime == mtime
+
+
+@pytest.mark.parametrize("name, where", [("load_model", "metareason.load"), ("run_demo", "metareason.demo.run_demo"),
+                                         ("DemoConfig", "metareason.demo.DemoConfig")])
+def test_moved_names_say_where(name, where):
+    import metareason.probe.run as probe_run
+    with pytest.raises(AttributeError, match=rf"^metareason.probe.run.{name} moved to {where}"):
+        getattr(probe_run, name)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from metareason.train import rl
-from metareason.train.checkpoint import Checkpointer
+from metareason import load
+from metareason.runs import Checkpointer
+from metareason.train import TrainingDiverged, load_run
 from metareason.train.presets import rl_presets
-from metareason.train.sft import TrainingDiverged, load_run
 
 
 def _cfg(out, **kw):
@@ -77,11 +78,11 @@ def test_grpo_on_a_hugging_face_model_and_a_question_file(tmp_path):
     assert [r["step"] for r in rows] == [1, 2] and all(-1 <= r["reward"] <= 1 for r in rows)
     got = load_run(tmp_path / "run")
     assert got[1] == config and got[3] == 2 and len(ANSWER_ROWS) >= 2
-    from metareason.probe.run import load_model  # the run keeps the model's tokenizer: it loads as a HF model
+    # the run keeps the model's tokenizer: it loads as a HF model
     copied = tmp_path / "run" / "tokenizer" / "tokenizer.json"
     assert copied.read_bytes() == (model_dir / "tokenizer.json").read_bytes()
-    kind, _, _, extra = load_model(tmp_path / "run")
-    assert kind == "hf" and extra["step"] == 2 and extra["run"].data == str(data)
+    m = load(tmp_path / "run")
+    assert m.kind == "hf" and m.step == 2 and m.run_config["data"] == str(data)
     with pytest.raises(ValueError, match="needs --data FILE"):
         rl.train_grpo(_cfg(tmp_path / "run2", init=str(model_dir)))
 

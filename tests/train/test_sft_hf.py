@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from metareason.evaluate.formats import HFFormat, LabFormat
+from metareason.format import HFFormat, LabFormat
 from metareason.tasks.lab import encode_example
 from metareason.tokenize.hf import HFTokenizer
 from metareason.train import sft
@@ -143,18 +143,18 @@ def test_sft_trains_on_the_generations_and_its_first_loss_matches_transformers(h
 
 
 def test_the_run_loads_and_evaluates_as_a_hugging_face_model(hf_run):
+    from metareason import load
     from metareason.evaluate.run import EvalConfig, run_eval
-    from metareason.probe.run import load_model
 
     run, model_dir = hf_run["run"], hf_run["model_dir"]
     tok_files = sorted(p.name for p in (run / "tokenizer").iterdir())
     assert tok_files == sorted(p.name for p in model_dir.iterdir() if p.name != "config.json"
                                and not p.name.endswith(".safetensors"))
     assert "tokenizer.json" in tok_files
-    kind, config, params, extra = load_model(run)
-    assert kind == "hf" and extra["step"] == 8 and extra["run"].data == str(hf_run["data"])
-    assert extra["tokenizer"].encode("What is 12 + 35?") == HFTokenizer.from_dir(model_dir).encode("What is 12 + 35?")
-    assert config == load_model(model_dir)[1]
+    m = load(run)
+    assert m.kind == "hf" and m.step == 8 and m.run_config["data"] == str(hf_run["data"])
+    assert m.tokenizer.encode("What is 12 + 35?") == HFTokenizer.from_dir(model_dir).encode("What is 12 + 35?")
+    assert m.config == load(model_dir).config
     summary = hf_run["summary"]
     assert "metareason eval --model" in summary["evaluate"] and str(hf_run["data"]) in summary["evaluate"]
     assert "test" not in summary and "validation" not in summary  # no lab evaluation on a file

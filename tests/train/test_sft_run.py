@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from metareason.train import sft
-from metareason.train.checkpoint import Checkpointer, abstract_like
-from metareason.train.presets import model_preset, train_presets
+from metareason.model.presets import model_preset
+from metareason.runs import Checkpointer, abstract_like
+from metareason.train.presets import train_presets
 
 ARGS = ["--preset", "tiny", "--steps", "60", "--checkpoint-every", "4", "--no-final-eval", "--log-every", "4"]
 

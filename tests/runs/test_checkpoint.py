@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metareason.train.checkpoint import CheckpointDamaged, Checkpointer, abstract_like
+from metareason.runs.checkpoint import CheckpointDamaged, Checkpointer, abstract_like
 
 
 def _state(seed):

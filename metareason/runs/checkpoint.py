@@ -1,6 +1,8 @@
 """Checkpoints: orbax `CheckpointManager` (atomic step directories, kept N deep) plus a
 checksum manifest per step, so a damaged checkpoint (a truncated or altered file) is detected
-before it is trusted, reported in one line, and the previous one used instead."""
+before it is trusted, reported in one line, and the previous one used instead. A checkpoint can
+be restored whole (`restore_latest`) or in part, at any step (`restore`: e.g. the params alone,
+without the optimizer state's structure)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
-__all__ = ["Checkpointer", "CheckpointDamaged"]
+__all__ = ["Checkpointer", "CheckpointDamaged", "abstract_like"]
 
 log = logging.getLogger("metareason.checkpoint")
 
@@ -67,7 +71,6 @@ class Checkpointer:
                 if f.stem not in kept:
                     f.unlink()
         if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
             multihost_utils.sync_global_devices(f"metareason checkpoint {step} summed")
 
     def steps(self) -> list[int]:
@@ -93,38 +96,70 @@ class Checkpointer:
         the collective restore on different steps)."""
         if jax.process_count() == 1:
             return self._damage(step)
-        from jax.experimental import multihost_utils
-        import numpy as np
-
         reason = self._damage(step) if jax.process_index() == 0 else None
         code = np.frombuffer((reason or "").encode()[:255].ljust(255, b"\0"), np.uint8)
         agreed = multihost_utils.broadcast_one_to_all(code)
         text = bytes(np.asarray(agreed, np.uint8)).rstrip(b"\0").decode(errors="replace")
         return text or None
 
+    def _restore(self, step: int, abstract: Any, partial: bool) -> tuple[Any, dict]:
+        """(state, extra) of `step`, trusted as is (the caller checked it)."""
+        if partial:  # only the fields `abstract` names (e.g. {"params": ...}): no optimizer structure needed
+            restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=getattr(x, "sharding", None)),
+                                        abstract)
+            state = ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args, partial_restore=True)
+        else:
+            state = ocp.args.StandardRestore(abstract)
+        restored = self.manager.restore(step, args=ocp.args.Composite(state=state, extra=ocp.args.JsonRestore()))
+        return restored["state"], dict(restored["extra"])
+
+    @staticmethod
+    def _first_line(err: Exception) -> str:
+        """An orbax / tensorstore error in one line (they are long)."""
+        return f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+
+    def restore(self, abstract: Any, step: int | None = None, *, partial: bool = False) -> tuple[int, Any, dict] | None:
+        """(step, state, extra) of checkpoint `step`, or of the newest intact one (`step` None; None if
+        there is none; a damaged newer one is reported in one line and the previous one used).
+
+        `abstract`: the state's structure as `jax.ShapeDtypeStruct`s (`jax.eval_shape`, `abstract_like`),
+        with shardings to restore straight into them. `partial`: `abstract` is a dict naming some of the
+        state's fields (e.g. {"params": ...}) and only those are read and returned. A named `step` that is
+        absent raises FileNotFoundError, a damaged one CheckpointDamaged (each one line)."""
+        steps = self.steps()
+        if step is not None:
+            if step not in steps:
+                raise FileNotFoundError(f"no checkpoint of step {step} in {self.directory} (steps: "
+                                        f"{', '.join(map(str, steps)) or 'none'})")
+            reason = self._agreed_damage(step)
+            if reason is None:
+                try:
+                    return (step, *self._restore(step, abstract, partial))
+                except Exception as err:
+                    reason = self._first_line(err)
+            raise CheckpointDamaged(f"checkpoint step {step} in {self.directory} is damaged ({reason})")
+        problems = []
+        for s in reversed(steps):
+            reason = self._agreed_damage(s)
+            if reason is None:
+                try:
+                    return (s, *self._restore(s, abstract, partial))
+                except Exception as err:
+                    reason = self._first_line(err)
+            msg = f"checkpoint step {s} in {self.directory} is damaged ({reason})"
+            log.warning("%s; trying an older one", msg)
+            print(f"warning: {msg}; trying an older one", flush=True)
+            problems.append(f"step {s}: {reason}")
+        if steps:
+            raise CheckpointDamaged(f"no intact checkpoint in {self.directory}: " + "; ".join(problems))
+        return None
+
     def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
         """(step, state, extra) of the newest intact checkpoint; None if there is none.
 
         `abstract_state`: the state's structure as `jax.ShapeDtypeStruct`s (`jax.eval_shape`).
         A damaged newest checkpoint is reported (logged, one line) and the previous one used."""
-        steps = self.steps()
-        problems = []
-        for step in reversed(steps):
-            reason = self._agreed_damage(step)
-            if reason is None:
-                try:
-                    restored = self.manager.restore(step, args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))
-                    return step, restored["state"], dict(restored["extra"])
-                except Exception as err:  # orbax / tensorstore errors are long; keep the first line
-                    reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
-            msg = f"checkpoint step {step} in {self.directory} is damaged ({reason})"
-            log.warning("%s; trying an older one", msg)
-            print(f"warning: {msg}; trying an older one", flush=True)
-            problems.append(f"step {step}: {reason}")
-        if steps:
-            raise CheckpointDamaged(f"no intact checkpoint in {self.directory}: " + "; ".join(problems))
-        return None
+        return self.restore(abstract_state)
 
     def close(self) -> None:
         self.manager.wait_until_finished()

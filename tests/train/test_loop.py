@@ -1,0 +1,78 @@
+"""The run loop on a toy step (state: a running sum of the batches, closed form n(n+1)/2): what it
+checkpoints, logs and evaluates, where it stops on a non-finite step, and that a resumed loop ends
+where an uninterrupted one does."""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from metareason.runs import Checkpointer
+from metareason.train import MetricsWriter, TrainingDiverged, resume, run_loop
+
+
+def _step(state, batch):
+    new = {"total": state["total"] + batch, "count": state["count"] + 1}
+    return new, {"loss": new["total"], "grad_norm": jnp.float32(batch), "finite": jnp.isfinite(new["total"])}
+
+
+def _loop(out, state, start, steps, *, stop_after=None, batches=None, **kw):
+    ckpt = Checkpointer(out / "checkpoints", keep=10)
+    metrics = MetricsWriter(out, start_step=start)
+    if batches is None:
+        batches = (jnp.float32(s + 1) for s in range(start, stop_after or steps))
+    try:
+        return run_loop(state, _step, batches, start_step=start, num_steps=steps, checkpointer=ckpt, metrics=metrics,
+                        log_every=3, checkpoint_every=4, desc="toy",
+                        train_row=lambda done, st, window, sec: {"loss": float(window[-1]["loss"]),
+                                                                 "window": len(window)},
+                        checkpoint_extra=lambda done: {"done": done}, **kw)
+    finally:
+        metrics.close()
+
+
+def _rows(out):
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _zero():
+    return {"total": jnp.float32(0), "count": jnp.int32(0)}
+
+
+def test_checkpoints_metrics_and_evaluation(tmp_path):
+    state = _loop(tmp_path, _zero(), 0, 10, evaluate=lambda st: {"total": float(st["total"])}, eval_every=5)
+    assert float(state["total"]) == 55 and int(state["count"]) == 10
+    assert Checkpointer(tmp_path / "checkpoints").steps() == [4, 8, 10]
+    rows = _rows(tmp_path)
+    train = [(r["step"], r["loss"], r["window"]) for r in rows if r["split"] == "train"]
+    assert train == [(3, 6.0, 3), (6, 21.0, 3), (9, 45.0, 3), (10, 55.0, 1)]
+    assert [(r["step"], r["total"]) for r in rows if r["split"] == "validation"] == [(5, 15.0)]  # not at the end
+
+
+def test_resume_ends_where_an_uninterrupted_loop_does(tmp_path):
+    _loop(tmp_path, _zero(), 0, 10, stop_after=6)  # "killed" after step 6: the batches run out
+    ckpt = Checkpointer(tmp_path / "checkpoints", keep=10)
+    start, state, extra = resume(ckpt, _zero(), enabled=True, out=tmp_path)
+    ckpt.close()
+    assert start == 4 and extra == {"done": 4} and float(state["total"]) == 10
+    state = _loop(tmp_path, state, start, 10)
+    assert float(state["total"]) == 55 and int(state["count"]) == 10
+    assert [r["step"] for r in _rows(tmp_path) if r["split"] == "train"] == [3, 6, 9, 10]
+
+
+def test_a_non_finite_step_stops_naming_it_and_keeps_the_last_good_checkpoint(tmp_path):
+    batches = iter([jnp.float32(x) for x in (1, 2, 3, 4, 5, np.inf, 7)])
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss \(inf\) or gradient norm \(inf\) at step 6 "
+                                               r"\(batch 5\); nothing from it was committed, the last good "
+                                               r"checkpoint is step 4 in "):
+        _loop(tmp_path, _zero(), 0, 7, batches=batches)
+    assert Checkpointer(tmp_path / "checkpoints").steps() == [4]
+
+
+def test_resume_disabled_starts_fresh(tmp_path):
+    ckpt = Checkpointer(tmp_path / "checkpoints")
+    assert resume(ckpt, _zero(), enabled=True, out=tmp_path)[0] == 0  # nothing saved yet
+    ckpt.save(4, {"total": jnp.float32(10), "count": jnp.int32(4)}, {})
+    assert resume(ckpt, _zero(), enabled=False, out=tmp_path)[0] == 0
+    ckpt.close()
