@@ -62,14 +62,15 @@ def make_meta_step(support_loss: Callable, query_loss: Any = None, inner_optimiz
     """
     if isinstance(query_loss, optax.GradientTransformation):  # the single-loss form
         if outer_optimizer is not None:
-            raise InnerLoopError("make_meta_step(loss_fn, inner_optimizer, outer_optimizer, ...) got a fourth positional "
-                            "argument; pass make_meta_step(support_loss, query_loss, inner, outer, ...)")
+            raise InnerLoopError("make_meta_step(loss_fn, inner_optimizer, outer_optimizer) got a fourth positional "
+                                 "argument; pass make_meta_step(support_loss, query_loss, inner, outer, ...)")
         query_loss, inner_optimizer, outer_optimizer = None, query_loss, inner_optimizer
     for name, opt in (("inner_optimizer", inner_optimizer), ("outer_optimizer", outer_optimizer)):
         if not isinstance(opt, optax.GradientTransformation):
             raise InnerLoopError(f"{name} must be an optax GradientTransformation, got {type(opt).__name__}")
     if query_loss is not None and not callable(query_loss):
-        raise InnerLoopError(f"query_loss must be a function (params, batch) -> scalar, got {type(query_loss).__name__}")
+        raise InnerLoopError(f"query_loss must be a function (params, batch) -> scalar, "
+                             f"got {type(query_loss).__name__}")
 
     def loss(p, s, q):
         return meta_loss(p, s, q, loss_fn=support_loss, inner_optimizer=inner_optimizer, steps=steps, mode=mode,

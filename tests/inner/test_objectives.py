@@ -10,8 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from metareason.inner import (ExampleError, answer_loss, inner_loop, make_meta_step, pad_to, prepare, prepare_many,
-                              trajectory_loss)
+from metareason.inner import (ExampleError, InnerLoopError, answer_loss, inner_loop, make_meta_step, pad_to, prepare,
+                              prepare_many, trajectory_loss)
 from metareason.model import apply
 from metareason.probe import ProbeBatch, answer_loss_along_trajectory, answer_loss_per_prefix
 from metareason.probe.inputs import Example
@@ -108,3 +108,13 @@ def test_meta_step_with_a_query_loss_equals_a_loop_over_tasks():
     np.testing.assert_allclose(metrics["loss"], value, rtol=1e-5)
     jax.tree.map(lambda n, p, g: np.testing.assert_allclose(n, p - g, rtol=1e-4, atol=1e-6), new, params, grads)
     assert np.abs(grads["layers"]["mlp"]["up_proj"]["kernel"]).max() > 1e-3
+
+
+def test_make_meta_step_bad_input():
+    loss = lambda p, b: jnp.sum(p["w"] * b)  # noqa: E731
+    with pytest.raises(InnerLoopError, match="inner_optimizer must be an optax GradientTransformation"):
+        make_meta_step(loss, loss, "sgd", optax.adam(1e-3), steps=1)
+    with pytest.raises(InnerLoopError, match="fourth positional"):
+        make_meta_step(loss, optax.sgd(0.1), optax.adam(1e-3), optax.adam(1e-3), steps=1)
+    with pytest.raises(InnerLoopError, match="query_loss must be a function"):
+        make_meta_step(loss, 3, optax.sgd(0.1), optax.adam(1e-3), steps=1)
