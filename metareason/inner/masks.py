@@ -7,7 +7,9 @@
     descend(objective, params, steps=4, subset="mlp")             # the same mask underneath
 
 The implicit-update analysis (`metareason.inner.implicit`) differentiates with respect to the
-"mlp" selection too.
+"mlp" selection too. A `metareason.model.CausalLM` whose MLP kernels are not named so can
+declare them as `mlp_kernels=` a spec for this function (a predicate), used as
+`trainable_mask(params, lm.mlp_kernels or "mlp")`.
 
 A leaf's path is a tuple of strings: dict keys, sequence indices (as "0", "1", ...) and attribute
 names, with a trailing "value" dropped (Flax NNX `State` leaves), e.g.
@@ -78,7 +80,7 @@ def trainable_mask(params: Any, spec: str | Callable[[tuple[str, ...], Any], boo
     if isinstance(spec, str):
         if spec not in SUBSETS:
             raise error(f"unknown weight subset {spec!r} (known: {', '.join(SUBSETS)}, or a predicate "
-                            "(path, leaf) -> bool)")
+                        "(path, leaf) -> bool)")
         pred = _PREDICATES[spec]
     elif callable(spec):
         pred = spec
@@ -106,5 +108,5 @@ def as_trainable(params: Any, trainable: Any, *, error: type[Exception] = MaskEr
         return trainable_mask(params, trainable, error=error)
     if jax.tree.structure(trainable) != jax.tree.structure(params):
         raise error(f"trainable must have the same pytree structure as params "
-                        f"({jax.tree.structure(trainable)} vs {jax.tree.structure(params)})")
+                    f"({jax.tree.structure(trainable)} vs {jax.tree.structure(params)})")
     return trainable
