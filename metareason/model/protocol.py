@@ -6,7 +6,7 @@ KV-cache probe, intermediates for the implicit update). Bring a Flax model with 
 `metareason.model.adapters` (linen and NNX), or write the four fields yourself:
 
     lm = CausalLM(apply=my_logits_fn, vocab_size=32000, max_length=4096, name="mine")
-    loss = answer_loss_along_trajectory(params, batch, config=lm, method="pack")
+    loss = answer_loss_along_trajectory(params, batch, config=lm, method="packed")
 
 `apply(params, tokens, positions, mask)` must be pure (jit, grad, vmap apply to it):
   tokens: int32[B, S]; positions: int32[B, S] RoPE positions; mask: bool[B, S, S], True where
