@@ -80,8 +80,10 @@ def load_model(path: Path, mesh=None, **hf_overrides):
         return "lab", model_cfg, params, {"run": cfg, "step": step}
     if (path / "config.json").exists():
         from metareason.model import load_hf_checkpoint
+        from metareason.parallel import load_hf_sharded
         from metareason.tokenize.hf import HFTokenizer
-        model_cfg, params = load_hf_checkpoint(path, mesh=mesh, **hf_overrides)
+        model_cfg, params = (load_hf_checkpoint(path, **hf_overrides) if mesh is None
+                             else load_hf_sharded(path, mesh, **hf_overrides))
         return "hf", model_cfg, params, {"tokenizer": HFTokenizer.from_dir(path)}
     raise FileNotFoundError(f"{path} is neither a training run (config.json + checkpoints/) nor a Hugging Face "
                             "model directory (config.json)")
