@@ -28,7 +28,8 @@ class KVCache(NamedTuple):
     """k: [L, B, K, Dh, T] and v: [L, B, K, T, Dh], or tuples of L arrays [B, K, Dh, T] and
     [B, K, T, Dh] (the per-layer layout); compute dtype. The layouts attention reads: heads before
     slots, so a decode step never transposes the cache, and keys with their slots last, so a
-    step's scores are a plain matmul. segment_ids: int32[B, T]; index: int32[]."""
+    step's scores are a plain matmul. segment_ids: int32[B, T]; index: int32[]. Logical axes:
+    `metareason.model.axes.K_CACHE_AXES`, `V_CACHE_AXES`, `CACHE_SEGMENT_AXES`."""
 
     k: jax.Array | tuple[jax.Array, ...]
     v: jax.Array | tuple[jax.Array, ...]

@@ -25,9 +25,10 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from metareason.model.config import ModelConfig
-from metareason.model.params import _layout, check_params, flatten, name_mismatch, unflatten
+from metareason.model.params import _layout, _shapes, check_params, flatten, name_mismatch, unflatten
 
-__all__ = ["CheckpointError", "load_hf_checkpoint", "save_hf_checkpoint", "hf_tensor_names", "hf_state_dict"]
+__all__ = ["CheckpointError", "load_hf_checkpoint", "load_hf_config", "save_hf_checkpoint", "hf_tensor_names",
+           "hf_state_dict"]
 
 _IGNORED_TENSOR_SUFFIXES = ("rotary_emb.inv_freq",)  # non-persistent buffers some old exports kept
 _NP_DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64,
@@ -63,7 +64,7 @@ class _Entry:
 
 def _entries(config: ModelConfig) -> list[_Entry]:
     out = []
-    for path, (shape, _) in _layout(config).items():
+    for path, (shape, _, _) in _layout(config).items():
         parts = path.split("/")
         leaf = parts[-1]
         if path == "embed_tokens/embedding":
@@ -122,19 +123,11 @@ def _weight_files(path: Path) -> dict[str, Path]:
     return files
 
 
-def load_hf_checkpoint(path: str | os.PathLike, *, mesh=None, **config_overrides) -> tuple[ModelConfig, dict[str, Any]]:
-    """Reads a Hugging Face checkpoint directory into `(config, params)`.
-
-    Params are stored as `config.param_dtype`: by default the checkpoint's own `dtype`
-    (`torch_dtype`) when it is a float type we support, else float32; override with
-    `param_dtype=...` (and `compute_dtype=...`, `remat=...`).
-
-    With `mesh` (a `jax.sharding.Mesh`), every tensor goes straight into its shards
-    (`metareason.parallel.param_shardings`): each device's slice is read from the safetensors
-    file by itself (per layer, only the rows and columns it holds), so neither a whole model nor a
-    whole stacked tensor is ever assembled on the host. On several hosts each reads only its
-    own devices' slices.
-    """
+def load_hf_config(path: str | os.PathLike, **config_overrides) -> ModelConfig:
+    """The `ModelConfig` of a Hugging Face checkpoint directory (its config.json), as
+    `load_hf_checkpoint` builds it: `param_dtype` defaults to the checkpoint's own `dtype`
+    (`torch_dtype`) when it is a float type we support, else float32; `compute_dtype` to
+    `param_dtype`; `config_overrides` (`param_dtype=...`, `remat=...`) win."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"not a checkpoint directory: {path} does not exist or is not a directory")
@@ -146,11 +139,31 @@ def load_hf_checkpoint(path: str | os.PathLike, *, mesh=None, **config_overrides
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{cfg_file}: invalid JSON ({err})") from None
     stored = hf.get("dtype") or hf.get("torch_dtype")
-    default_dtype = stored if stored in _NP_DTYPES else "float32"
-    config_overrides.setdefault("param_dtype", default_dtype)
-    config_overrides.setdefault("compute_dtype", config_overrides["param_dtype"])
-    config = ModelConfig.from_hf_config(hf, **config_overrides)
+    overrides = dict(config_overrides)
+    overrides.setdefault("param_dtype", stored if stored in _NP_DTYPES else "float32")
+    overrides.setdefault("compute_dtype", overrides["param_dtype"])
+    return ModelConfig.from_hf_config(hf, **overrides)
 
+
+def load_hf_checkpoint(path: str | os.PathLike, *, shardings=None, mesh=None,
+                       **config_overrides) -> tuple[ModelConfig, dict[str, Any]]:
+    """Reads a Hugging Face checkpoint directory into `(config, params)`.
+
+    Params are stored as `config.param_dtype` (see `load_hf_config` for the config and its
+    overrides: `param_dtype=...`, `compute_dtype=...`, `remat=...`).
+
+    With `shardings` (a pytree of `jax.sharding.Sharding` shaped like the params, e.g.
+    `metareason.parallel.param_shardings(config, mesh)`), every tensor goes straight into its
+    shards: each device's slice is read from the safetensors file by itself (per layer, only the
+    rows and columns it holds), so neither a whole model nor a whole stacked tensor is ever
+    assembled on the host. On several hosts each reads only its own devices' slices.
+    `metareason.parallel.load_hf_sharded(path, mesh)` computes the shardings for a mesh.
+    """
+    if mesh is not None:
+        raise TypeError("load_hf_checkpoint(mesh=) moved: use metareason.parallel.load_hf_sharded(path, mesh), "
+                        "or pass shardings=")
+    path = Path(path)
+    config = load_hf_config(path, **config_overrides)
     files = _weight_files(path)
     files = {n: f for n, f in files.items() if not n.endswith(_IGNORED_TENSOR_SUFFIXES)}
     expected = hf_tensor_names(config)
@@ -169,10 +182,8 @@ def load_hf_checkpoint(path: str | os.PathLike, *, mesh=None, **config_overrides
                 raise CheckpointError(f"{path}: tensor {name!r} has shape {found}, expected {shape}")
         dtype = _NP_DTYPES[config.param_dtype]
         flat = {}
-        if mesh is not None:
-            from metareason.parallel import param_shardings
-
-            shardings = flatten(param_shardings(config, mesh))
+        if shardings is not None:
+            shardings = _check_shardings(config, shardings)
             for e in _entries(config):
                 full = (config.num_layers, *e.shape) if "{i}" in e.hf else e.shape
                 flat[e.ours] = jax.make_array_from_callback(
@@ -191,6 +202,22 @@ def load_hf_checkpoint(path: str | os.PathLike, *, mesh=None, **config_overrides
         for h in handles.values():
             h.__exit__(None, None, None)
     return config, unflatten(flat)
+
+
+def _check_shardings(config: ModelConfig, shardings) -> dict[str, jax.sharding.Sharding]:
+    """`shardings` flattened ({"a/b/c": sharding}), or `CheckpointError` (one line) when it is
+    not a pytree of `jax.sharding.Sharding`s with exactly the params' tensors."""
+    if not isinstance(shardings, dict):
+        raise CheckpointError(f"shardings must be a params-shaped dict of jax.sharding.Sharding, "
+                              f"got {type(shardings).__name__}")
+    flat = flatten(shardings)
+    problem = name_mismatch(_shapes(config), flat)
+    if problem:
+        raise CheckpointError(f"shardings do not match the params: {problem}")
+    bad = next((p for p, s in flat.items() if not isinstance(s, jax.sharding.Sharding)), None)
+    if bad is not None:
+        raise CheckpointError(f"shardings[{bad!r}] is a {type(flat[bad]).__name__}, not a jax.sharding.Sharding")
+    return flat
 
 
 def _span(sl: slice, n: int) -> tuple[int, int]:

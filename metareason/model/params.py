@@ -1,29 +1,35 @@
-"""The parameter pytree: its layout, random initialisation and validation.
+"""The parameter pytree: its layout (shapes and logical axes), random initialisation and validation.
 
 Params are a nested dict of arrays whose keys follow Hugging Face's module names, with the
-per-layer tensors stacked on a leading layer axis L (the layers are scanned):
+per-layer tensors stacked on a leading layer axis L (the layers are scanned). One table,
+`_declare`, names every tensor's logical axes (`metareason.model.axes`) and initialiser; its
+shape follows from the axes (`axis_sizes(config)`), so a tensor cannot be added without its axes:
 
-    embed_tokens/embedding            [V, D]
-    layers/input_layernorm/scale      [L, D]
-    layers/self_attn/q_proj/kernel    [L, D, H, Dh]     (+ bias [L, H, Dh] when config.qkv_bias)
-    layers/self_attn/k_proj/kernel    [L, D, K, Dh]     (+ bias [L, K, Dh])
-    layers/self_attn/v_proj/kernel    [L, D, K, Dh]     (+ bias [L, K, Dh])
-    layers/self_attn/o_proj/kernel    [L, H, Dh, D]     (+ bias [L, D] when config.o_bias)
-    layers/self_attn/q_norm/scale     [L, Dh]           (qwen3 only; k_norm alike)
-    layers/post_attention_layernorm/scale [L, D]
-    layers/mlp/{gate,up}_proj/kernel  [L, D, F]
-    layers/mlp/down_proj/kernel       [L, F, D]
-    norm/scale                        [D]
-    lm_head/kernel                    [D, V]            (absent when embeddings are tied)
+    embed_tokens/embedding            [V, D]          (vocab, embed)
+    layers/input_layernorm/scale      [L, D]          (layers, norm)
+    layers/self_attn/q_proj/kernel    [L, D, H, Dh]   (layers, embed, heads, head_dim)
+                                                      (+ bias [L, H, Dh] when config.qkv_bias)
+    layers/self_attn/k_proj/kernel    [L, D, K, Dh]   (layers, embed, kv_heads, head_dim) (+ bias)
+    layers/self_attn/v_proj/kernel    [L, D, K, Dh]   (layers, embed, kv_heads, head_dim) (+ bias)
+    layers/self_attn/o_proj/kernel    [L, H, Dh, D]   (layers, heads, head_dim, embed)
+                                                      (+ bias [L, D] (layers, norm) when config.o_bias)
+    layers/self_attn/q_norm/scale     [L, Dh]         (layers, head_dim) (qwen3 only; k_norm alike)
+    layers/post_attention_layernorm/scale [L, D]      (layers, norm)
+    layers/mlp/{gate,up}_proj/kernel  [L, D, F]       (layers, embed, mlp)
+    layers/mlp/down_proj/kernel       [L, F, D]       (layers, mlp, embed)
+    norm/scale                        [D]             (norm)
+    lm_head/kernel                    [D, V]          (embed, vocab) (absent when embeddings are tied)
 
-`split_layers` gives the same params with `layers` as a tuple of L per-layer dicts (leaves
-without the L axis), the form a decode loop carries; `apply` and `check_params` take both.
+`param_shapes(config)` and `param_axes(config)` give the table as pytrees shaped like
+`init(config, key)`. `split_layers` gives the same params with `layers` as a tuple of L
+per-layer dicts (leaves without the L axis), the form a decode loop carries; `apply` and
+`check_params` take both.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,8 +37,8 @@ import numpy as np
 
 from metareason.model.config import ModelConfig
 
-__all__ = ["init", "param_shapes", "check_params", "ParamsError", "flatten", "unflatten", "with_overrides",
-           "split_layers", "stack_layers"]
+__all__ = ["init", "param_shapes", "param_axes", "axis_sizes", "check_params", "ParamsError", "flatten", "unflatten",
+           "with_overrides", "split_layers", "stack_layers"]
 
 Params = dict[str, Any]
 
@@ -41,31 +47,49 @@ class ParamsError(ValueError):
     """A params pytree that does not match its config (names the tensor and both shapes)."""
 
 
-def _layout(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Flat map "path/to/leaf" -> (shape, initialiser) for `config`."""
-    V, D, F, L = config.vocab_size, config.hidden_size, config.intermediate_size, config.num_layers
-    H, K, Dh = config.num_heads, config.num_kv_heads, config.head_dim
-    out = {"embed_tokens/embedding": ((V, D), "normal")}
+def axis_sizes(config: ModelConfig) -> dict[str, int]:
+    """The size of each logical axis a param dimension can have, for `config`."""
+    return {"vocab": config.vocab_size, "embed": config.hidden_size, "norm": config.hidden_size,
+            "mlp": config.intermediate_size, "layers": config.num_layers, "heads": config.num_heads,
+            "kv_heads": config.num_kv_heads, "head_dim": config.head_dim}
+
+
+def _declare(config: ModelConfig) -> dict[str, tuple[tuple[str, ...], str]]:
+    """The params table: flat "path/to/leaf" -> (logical axes, initialiser) for `config`."""
     a = "layers/self_attn/"
-    out["layers/input_layernorm/scale"] = ((L, D), "ones")
-    for name, heads in (("q_proj", H), ("k_proj", K), ("v_proj", K)):
-        out[a + name + "/kernel"] = ((L, D, heads, Dh), "normal")
+    out = {"embed_tokens/embedding": (("vocab", "embed"), "normal"),
+           "layers/input_layernorm/scale": (("layers", "norm"), "ones")}
+    for name, heads in (("q_proj", "heads"), ("k_proj", "kv_heads"), ("v_proj", "kv_heads")):
+        out[a + name + "/kernel"] = (("layers", "embed", heads, "head_dim"), "normal")
         if config.qkv_bias:
-            out[a + name + "/bias"] = ((L, heads, Dh), "zeros")
-    out[a + "o_proj/kernel"] = ((L, H, Dh, D), "normal")
+            out[a + name + "/bias"] = (("layers", heads, "head_dim"), "zeros")
+    out[a + "o_proj/kernel"] = (("layers", "heads", "head_dim", "embed"), "normal")
     if config.o_bias:
-        out[a + "o_proj/bias"] = ((L, D), "zeros")
+        out[a + "o_proj/bias"] = (("layers", "norm"), "zeros")
     if config.qk_norm:
-        out[a + "q_norm/scale"] = ((L, Dh), "ones")
-        out[a + "k_norm/scale"] = ((L, Dh), "ones")
-    out["layers/post_attention_layernorm/scale"] = ((L, D), "ones")
-    out["layers/mlp/gate_proj/kernel"] = ((L, D, F), "normal")
-    out["layers/mlp/up_proj/kernel"] = ((L, D, F), "normal")
-    out["layers/mlp/down_proj/kernel"] = ((L, F, D), "normal")
-    out["norm/scale"] = ((D,), "ones")
+        out[a + "q_norm/scale"] = (("layers", "head_dim"), "ones")
+        out[a + "k_norm/scale"] = (("layers", "head_dim"), "ones")
+    out["layers/post_attention_layernorm/scale"] = (("layers", "norm"), "ones")
+    out["layers/mlp/gate_proj/kernel"] = (("layers", "embed", "mlp"), "normal")
+    out["layers/mlp/up_proj/kernel"] = (("layers", "embed", "mlp"), "normal")
+    out["layers/mlp/down_proj/kernel"] = (("layers", "mlp", "embed"), "normal")
+    out["norm/scale"] = (("norm",), "ones")
     if not config.tie_word_embeddings:
-        out["lm_head/kernel"] = ((D, V), "normal")
+        out["lm_head/kernel"] = (("embed", "vocab"), "normal")
     return out
+
+
+class _Leaf(NamedTuple):
+    shape: tuple[int, ...]
+    axes: tuple[str, ...]
+    init: str  # "normal" | "zeros" | "ones"
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(config: ModelConfig) -> dict[str, _Leaf]:
+    """Flat map "path/to/leaf" -> (shape, logical axes, initialiser) for `config`."""
+    sizes = axis_sizes(config)
+    return {path: _Leaf(tuple(sizes[n] for n in axes), axes, kind) for path, (axes, kind) in _declare(config).items()}
 
 
 def flatten(params: Params) -> dict[str, Any]:
@@ -95,9 +119,8 @@ def unflatten(flat: dict[str, Any]) -> Params:
     return out
 
 
-@functools.lru_cache(maxsize=64)
 def _shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    return {k: shape for k, (shape, _) in _layout(config).items()}
+    return {k: leaf.shape for k, leaf in _layout(config).items()}
 
 
 def param_shapes(config: ModelConfig) -> Params:
@@ -106,13 +129,20 @@ def param_shapes(config: ModelConfig) -> Params:
     return unflatten({k: jax.ShapeDtypeStruct(s, dtype) for k, s in _shapes(config).items()})
 
 
+def param_axes(config: ModelConfig) -> Params:
+    """The params pytree (the structure of `init(config, key)`) with each leaf's logical axis
+    names, one per dimension: e.g. ("layers", "embed", "heads", "head_dim") for the query
+    kernel, ("vocab", "embed") for the embedding. `metareason.parallel` maps them onto a mesh."""
+    return unflatten({k: leaf.axes for k, leaf in _layout(config).items()})
+
+
 def init(config: ModelConfig, key: jax.Array) -> Params:
     """Random params: kernels and embeddings ~ N(0, initializer_range^2), biases 0, norm scales 1."""
     layout = _layout(config)
     dtype = jnp.dtype(config.param_dtype)
     keys = jax.random.split(key, len(layout))
     flat = {}
-    for k, (path, (shape, kind)) in zip(keys, sorted(layout.items())):
+    for k, (path, (shape, _, kind)) in zip(keys, sorted(layout.items())):
         if kind == "normal":
             flat[path] = (config.initializer_range * jax.random.normal(k, shape, jnp.float32)).astype(dtype)
         elif kind == "zeros":

@@ -19,11 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from metareason.model.axes import (HIDDEN_AXES, K_CACHE_AXES, LOGITS_AXES, MLP_AXES, QUERY_AXES, V_CACHE_AXES,
+                                   constrain)
 from metareason.model.cache import KVCache
 from metareason.model.config import ModelConfig
 from metareason.model.params import check_params
 from metareason.model.rope import apply_rope, inverse_frequencies
-from metareason.parallel.rules import K_CACHE_AXES, V_CACHE_AXES, constrain
 
 __all__ = ["apply", "hidden_states", "output_logits", "ModelOutput", "InputError", "segment_positions", "rms_norm",
            "attention_block", "mlp", "mlp_activations"]
@@ -174,7 +175,7 @@ def mlp_activations(m: jax.Array, mlp_params: dict[str, Any]) -> jax.Array:
     gate = _dense(m, mlp_params["gate_proj"], "...d,df->...f")
     up = _dense(m, mlp_params["up_proj"], "...d,df->...f")
     act = jax.nn.silu(gate) * up
-    return constrain(act, ("batch", "seq", "mlp")) if act.ndim == 3 else act
+    return constrain(act, MLP_AXES) if act.ndim == 3 else act
 
 
 def mlp(m: jax.Array, mlp_params: dict[str, Any]) -> jax.Array:
@@ -197,7 +198,7 @@ def attention_block(config: ModelConfig, inv_freq, h, layer, kv=None, positions=
     if config.qk_norm:
         q = rms_norm(q, attn["q_norm"]["scale"], eps)
         k = rms_norm(k, attn["k_norm"]["scale"], eps)
-    q = constrain(apply_rope(q, positions, inv_freq), ("batch", "seq", "heads", "head_dim"))
+    q = constrain(apply_rope(q, positions, inv_freq), QUERY_AXES)
     k = apply_rope(k, positions, inv_freq)
     # only the new tokens move: v [B, K, S, Dh]; k the same without a cache, [B, K, Dh, S] with one
     v = constrain(v.transpose(0, 2, 1, 3), V_CACHE_AXES[1:])
@@ -224,7 +225,7 @@ def attention_block(config: ModelConfig, inv_freq, h, layer, kv=None, positions=
 def _layer(config: ModelConfig, inv_freq, h, layer, kv, positions, mask, write_index):
     """One block. h: [B, S, D]; layer: one layer's params (compute dtype); kv: None or the cache
     as `attention_block` takes it. Returns (h, new_kv, intermediates)."""
-    h = constrain(h, ("batch", "seq", "act_embed"))
+    h = constrain(h, HIDDEN_AXES)
     mid, attn_out, kv = attention_block(config, inv_freq, h, layer, kv, positions, mask, write_index)
     m = rms_norm(mid, layer["post_attention_layernorm"]["scale"], config.rms_norm_eps)
     mlp_out = mlp(m, layer["mlp"])
@@ -407,7 +408,7 @@ def _hidden_jit(params, tokens, positions, mask, segment_ids, cache, *, config):
 def _apply_jit(params, tokens, positions, mask, segment_ids, cache, *, config, return_intermediates):
     h, new_cache, inter = _trunk(params, tokens, positions, mask, segment_ids, cache, config=config,
                                  return_intermediates=return_intermediates)
-    logits = constrain(output_logits(params, h, config=config), ("batch", "seq", "vocab"))
+    logits = constrain(output_logits(params, h, config=config), LOGITS_AXES)
     if return_intermediates:
         inter = dict(inter, final_hidden=h)
     return ModelOutput(logits=logits, cache=new_cache, intermediates=inter)

@@ -19,7 +19,8 @@ from types import SimpleNamespace
 from typing import Mapping
 
 
-from metareason.parallel.rules import param_axes, spec_for
+from metareason.model.params import flatten, param_axes, param_shapes
+from metareason.parallel.rules import spec_for
 
 __all__ = ["MemoryEstimate", "param_bytes_per_device", "train_step_memory", "sampling_memory"]
 
@@ -70,14 +71,13 @@ def _split(spec, sizes: dict[str, int]) -> int:
 def param_bytes_per_device(config, mesh: Mapping[str, int], dtype: str | None = None) -> int:
     """Bytes of one copy of the params (in `dtype`, default the params' dtype) on one device of
     `mesh` ({axis: size}), laid out by the logical-axis rules."""
-    from metareason.model.params import _shapes, flatten
-
     m = _mesh(mesh)
     sizes = dict(zip(m.axis_names, m.axis_sizes))
     axes = flatten(param_axes(config))
     width = _BYTES[dtype or config.param_dtype]
     total = 0
-    for path, shape in _shapes(config).items():
+    for path, leaf in flatten(param_shapes(config)).items():
+        shape = leaf.shape
         elems = math.prod(shape)
         total += elems * width // _split(spec_for(axes[path], shape, m), sizes)
     return total

@@ -2,17 +2,20 @@
 
     mesh = make_mesh(MeshConfig(fsdp=4, tensor=2))
     params = sharded_init(config, jax.random.key(0), mesh)     # never whole on one host
+    config, params = load_hf_sharded(hf_dir, mesh)              # or read a checkpoint into shards
     state = init_state(params, optimizer, seed)                 # opt state follows the params
     batch = shard_batch(local_batch, mesh)                      # [B, ...] split on "batch"
     with use_mesh(mesh):
         state, metrics = step(state, batch)                     # the same step as on one device
 
-Everything here reads logical names (`metareason.parallel.rules`), so one rule table lays out
-params, optimizer moments, activations and caches consistently.
+Everything here reads logical names (the params declare theirs: `metareason.model.param_axes`)
+and maps them with the rules (`metareason.parallel.rules`), so one rule table lays out params,
+optimizer moments, activations and caches consistently.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import jax
@@ -20,9 +23,12 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from metareason.parallel.rules import K_CACHE_AXES, V_CACHE_AXES, param_axes, spec_for
+from metareason.model.axes import CACHE_SEGMENT_AXES, K_CACHE_AXES, V_CACHE_AXES
+from metareason.model.hf import load_hf_checkpoint, load_hf_config
+from metareason.model.params import flatten, init, param_axes, param_shapes, unflatten
+from metareason.parallel.rules import spec_for, use_mesh
 
-__all__ = ["param_specs", "param_shardings", "shard_params", "sharded_init", "opt_state_specs", "state_specs",
+__all__ = ["param_specs", "param_shardings", "shard_params", "sharded_init", "load_hf_sharded", "opt_state_specs", "state_specs",
            "constrain_state", "batch_spec", "shard_batch", "replicated", "cache_specs", "is_spec", "Placement"]
 
 
@@ -32,12 +38,10 @@ def is_spec(x) -> bool:
 
 def param_specs(config, mesh) -> dict[str, Any]:
     """The params pytree of `config` with a `PartitionSpec` per leaf, for `mesh` (a `Mesh` or the
-    abstract mesh inside jit)."""
-    from metareason.model.params import _shapes, flatten, unflatten
-
-    shapes = _shapes(config)
+    abstract mesh inside jit), from the leaves' logical axes (`metareason.model.param_axes`) and
+    the rules."""
     axes = flatten(param_axes(config))
-    return unflatten({p: spec_for(axes[p], shapes[p], mesh) for p in shapes})
+    return unflatten({p: spec_for(axes[p], leaf.shape, mesh) for p, leaf in flatten(param_shapes(config)).items()})
 
 
 def param_shardings(config, mesh: Mesh) -> dict[str, Any]:
@@ -47,7 +51,7 @@ def param_shardings(config, mesh: Mesh) -> dict[str, Any]:
 
 def shard_params(params, config, mesh: Mesh):
     """Places existing params (e.g. loaded on one host) on `mesh`. For params too large for one
-    host use `sharded_init` or `load_hf_checkpoint(..., mesh=mesh)`."""
+    host use `sharded_init` or `load_hf_sharded(path, mesh)`."""
     return jax.device_put(params, param_shardings(config, mesh))
 
 
@@ -59,11 +63,17 @@ def sharded_init(config, key: jax.Array, mesh: Mesh):
         return init_fn(config, mesh)(config, key)
 
 
+def load_hf_sharded(path, mesh: Mesh, **config_overrides):
+    """`metareason.model.load_hf_checkpoint(path, **config_overrides)` read straight into the
+    mesh's shards (`param_shardings`): each device's slice is read from the safetensors files by
+    itself, so whole params never exist on a host. Returns (config, params)."""
+    config = load_hf_config(path, **config_overrides)
+    return load_hf_checkpoint(path, shardings=param_shardings(config, mesh), **config_overrides)
+
+
 def init_fn(config, mesh: Mesh):
     """The jitted `init(config, key)` with the mesh's out_shardings (what `sharded_init` runs;
     `.lower(config, key).compile()` shows the per-device program)."""
-    from metareason.model.params import init
-
     return jax.jit(init, static_argnums=0, out_shardings=param_shardings(config, mesh))
 
 
@@ -128,7 +138,7 @@ def cache_specs(cache, mesh) -> Any:
         return spec_for(axes, arrays.shape, mesh)
 
     return type(cache)(k=specs(cache.k, K_CACHE_AXES), v=specs(cache.v, V_CACHE_AXES),
-                       segment_ids=spec_for(("batch", "seq"), cache.segment_ids.shape, mesh), index=P())
+                       segment_ids=spec_for(CACHE_SEGMENT_AXES, cache.segment_ids.shape, mesh), index=P())
 
 
 
@@ -149,8 +159,6 @@ class Placement:
         return cls(make_mesh(MeshConfig.parse(text)) if text else None)
 
     def init(self, config, key: jax.Array):
-        from metareason.model.params import init
-
         return init(config, key) if self.mesh is None else sharded_init(config, key, self.mesh)
 
     def params(self, params, config):
@@ -168,8 +176,4 @@ class Placement:
         return batch if self.mesh is None else shard_batch(batch, self.mesh)
 
     def context(self):
-        import contextlib
-
-        from metareason.parallel.rules import use_mesh
-
         return contextlib.nullcontext() if self.mesh is None else use_mesh(self.mesh)

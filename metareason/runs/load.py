@@ -26,7 +26,7 @@ from metareason.format import HFFormat, LabFormat
 from metareason.model import ModelConfig, init, load_hf_checkpoint
 from metareason.model.params import with_overrides
 from metareason.model.presets import model_preset
-from metareason.parallel import param_shardings
+from metareason.parallel import load_hf_sharded, param_shardings
 from metareason.runs.checkpoint import Checkpointer
 from metareason.tasks.lab import LabConfig
 from metareason.tokenize.hf import HFTokenizer
@@ -136,7 +136,8 @@ def _load_run(path: Path, step: int | None, mesh, overrides: dict) -> LoadedMode
 
 
 def _load_hf(path: Path, mesh, overrides: dict) -> LoadedModel:
-    config, params = load_hf_checkpoint(path, mesh=mesh, **overrides)
+    config, params = (load_hf_checkpoint(path, **overrides) if mesh is None
+                      else load_hf_sharded(path, mesh, **overrides))
     provenance = {"path": str(path), "run": "hf", "step": None,
                   "config_digest": _digest(json.loads((path / "config.json").read_text()))}
     return LoadedModel.wrap(config, params, tokenizer=HFTokenizer.from_dir(path), provenance=provenance)

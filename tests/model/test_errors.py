@@ -164,3 +164,32 @@ def test_input_errors_before_compiling():
 def test_config_errors(kwargs, pattern):
     with pytest.raises(ConfigError, match=pattern):
         ModelConfig(**kwargs)
+
+
+def test_load_takes_shardings_not_a_mesh(saved):
+    """`shardings=` places each tensor where it says (here: every tensor on device 3, read there
+    directly); `mesh=` moved to `metareason.parallel.load_hf_sharded`; bad shardings are one line."""
+    from jax.sharding import SingleDeviceSharding
+
+    from metareason.model import param_shapes
+
+    config, params, path = saved
+    device = jax.devices()[3]
+    shardings = jax.tree.map(lambda _: SingleDeviceSharding(device), param_shapes(config))
+    _, placed = load_hf_checkpoint(path, shardings=shardings)
+    assert all(x.devices() == {device} for x in jax.tree.leaves(placed))
+    jax.tree.map(np.testing.assert_array_equal, placed, params)
+
+    with pytest.raises(TypeError, match="metareason.parallel.load_hf_sharded") as e:
+        load_hf_checkpoint(path, mesh=jax.make_mesh((1,), ("data",)))
+    _one_line(e)
+    with pytest.raises(CheckpointError, match="shardings must be a params-shaped dict.*list") as e:
+        load_hf_checkpoint(path, shardings=[shardings])
+    _one_line(e)
+    with pytest.raises(CheckpointError, match="shardings do not match the params: missing tensor 'lm_head/kernel'") as e:
+        load_hf_checkpoint(path, shardings={k: v for k, v in shardings.items() if k != "lm_head"})
+    _one_line(e)
+    bad = dict(shardings, norm={"scale": "fsdp"})
+    with pytest.raises(CheckpointError, match=r"shardings\['norm/scale'\] is a str, not a jax.sharding.Sharding") as e:
+        load_hf_checkpoint(path, shardings=bad)
+    _one_line(e)

@@ -2,7 +2,7 @@
 
     python memory_worker.py MODE [HF_DIR]
 
-MODE: "sharded_import" (load_hf_checkpoint(HF_DIR, mesh=...) on an fsdp=8 mesh), or
+MODE: "sharded_import" (load_hf_sharded(HF_DIR, mesh) on an fsdp=8 mesh), or
 "import_then_shard" (the unsharded load_hf_checkpoint, then shard_params: whole params on the
 host next to their shards; the control that shows the measure can fail).
 Prints "RESULT {json}": the params' bytes and the peak rise of anonymous resident memory
@@ -61,14 +61,14 @@ def main(mode: str, hf_dir: str | None) -> None:
     import numpy as np
 
     from metareason.model import ModelConfig, load_hf_checkpoint
-    from metareason.parallel import MeshConfig, make_mesh, param_shardings, shard_params
+    from metareason.parallel import MeshConfig, load_hf_sharded, make_mesh, param_shardings, shard_params
 
     config = ModelConfig(**CONFIG)
     mesh = make_mesh(MeshConfig(data=1, fsdp=8))
     jax.jit(lambda x: x + 1)(np.ones(4))  # start the runtime before measuring
     with Peak() as peak:
         if mode == "sharded_import":
-            _, params = load_hf_checkpoint(hf_dir, mesh=mesh)
+            _, params = load_hf_sharded(hf_dir, mesh)
         else:
             _, whole = load_hf_checkpoint(hf_dir)
             params = jax.block_until_ready(shard_params(whole, config, mesh))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from metareason.model import ModelConfig, flatten, init, load_hf_checkpoint, param_shapes, save_hf_checkpoint
-from metareason.parallel import MeshConfig, make_mesh, param_shardings, param_specs
+from metareason.parallel import MeshConfig, load_hf_sharded, make_mesh, param_shardings, param_specs
 from metareason.parallel.shard import init_fn
 
 from reference import TINY
@@ -38,7 +38,7 @@ def test_sharded_import_equals_unsharded(tmp_path, name, shape):
     params = init(config, jax.random.key(1))
     save_hf_checkpoint(tmp_path / "m", config, params, max_shard_bytes=20_000)  # several files
     mesh = make_mesh(MeshConfig(*shape))
-    _, sharded = load_hf_checkpoint(tmp_path / "m", mesh=mesh)
+    _, sharded = load_hf_sharded(tmp_path / "m", mesh)
     _, plain = load_hf_checkpoint(tmp_path / "m")
     want = flatten(param_shardings(config, mesh))
     for path, leaf in flatten(sharded).items():
