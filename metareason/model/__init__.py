@@ -5,6 +5,7 @@
     out = apply(params, tokens, config=config)                    # out.logits: float32[B, S, V]
 """
 
+from metareason.model.adapters import AdapterError, from_linen, from_nnx
 from metareason.model.cache import KVCache, init_cache
 from metareason.model.config import ATTENTION_IMPLS, FAMILIES, REMAT_POLICIES, ConfigError, ModelConfig, RopeScaling
 from metareason.model.hf import (CheckpointError, hf_state_dict, hf_tensor_names, load_hf_checkpoint,
@@ -20,4 +21,5 @@ __all__ = [
     "apply", "hidden_states", "output_logits", "ModelOutput", "InputError", "segment_positions", "rms_norm",
     "KVCache", "init_cache",
     "load_hf_checkpoint", "save_hf_checkpoint", "hf_tensor_names", "hf_state_dict", "CheckpointError",
+    "from_linen", "from_nnx", "AdapterError",
 ]
