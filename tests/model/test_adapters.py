@@ -6,17 +6,23 @@ References are independent of the adapters: the modules called directly (`module
 finite differences for gradients."""
 
 import dataclasses
+import functools
+import inspect
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import linen as nn
 from flax import nnx
 
+import metareason.inner as inner
+import metareason.probe
 from metareason.model import AdapterError, from_linen, from_nnx
 from metareason.model.protocol import CausalLM, causal_mask
+from metareason.probe.inputs import Example
 
 V, D, H, F, MAXLEN = 61, 32, 4, 64, 64
 
@@ -308,3 +314,67 @@ def test_errors_name_the_problem():
     wrong_v = from_linen(TupleLM(), vocab_size=7, call=picked_call)
     with pytest.raises(AdapterError, match=r"shape \(1, 3, 61\).*expected logits \(1, 3, 7\)"):
         jax.jit(wrong_v.apply)(params, t, t, causal_mask(t))
+
+
+# --- (d) through the probe and a second-order meta-gradient --------------------------------------
+
+def takes_causal_lm(fn) -> bool:
+    """Whether fn's `config=` is annotated to accept a CausalLM (the probe / inner loops before
+    issue 16's protocol took only our ModelConfig)."""
+    return "CausalLM" in str(inspect.signature(fn).parameters["config"].annotation)
+
+
+needs_probe = pytest.mark.skipif(not takes_causal_lm(metareason.probe.answer_loss_along_trajectory),
+                                 reason="metareason.probe.answer_loss_along_trajectory does not take a CausalLM yet")
+needs_inner = pytest.mark.skipif(not (takes_causal_lm(inner.answer_loss) and takes_causal_lm(inner.trajectory_loss)),
+                                 reason="metareason.inner.answer_loss / trajectory_loss do not take a CausalLM yet")
+
+
+@needs_probe
+def test_probe_over_the_adapter_equals_per_prefix_passes(case):
+    contexts, cuts, probes, targets = probe_batch()
+    batch = metareason.probe.ProbeBatch(contexts, np.full(len(contexts), contexts.shape[1]), cuts, probes, targets)
+    got = metareason.probe.answer_loss_along_trajectory(case.params, batch, config=case.lm, method="packed", cut_chunk=2)
+    ref = np.stack([per_prefix_losses(case.direct, case.params, c, k, p, t)
+                    for c, k, p, t in zip(contexts, cuts, probes, targets)])
+    np.testing.assert_allclose(got.mean, ref, rtol=1e-5, atol=1e-5)
+
+
+def lab_example(seed, prompt=3, trajectory=8, answer=2):
+    """An Example of random tokens: probe = 3 template tokens then `answer` scored ones."""
+    rng = np.random.default_rng(seed)
+    probe_tokens = rng.integers(0, V, 3 + answer)
+    return Example(prompt=rng.integers(0, V, prompt), trajectory=rng.integers(0, V, trajectory),
+                   probe=probe_tokens, targets=np.arange(3 + answer) >= 3, types=("x",) * trajectory, meta={})
+
+
+def meta_objective(lm, support, query, *, lr=0.5, steps=3):
+    """params -> the answer loss on `query` after `steps` SGD steps on the trajectory loss of
+    `support` (second order: differentiated through the unroll)."""
+    def f(params):
+        adapted = inner.inner_loop(functools.partial(inner.trajectory_loss, config=lm), params, support,
+                                   optax.sgd(lr), steps=steps).params
+        return inner.answer_loss(adapted, query, config=lm)
+    return f
+
+
+def unit_direction(params, key):
+    d = _perturbed(jax.tree.map(jnp.zeros_like, params), key, 1.0)
+    norm = jnp.sqrt(sum(jnp.sum(x * x) for x in jax.tree.leaves(d)))
+    return jax.tree.map(lambda x: x / norm, d)
+
+
+@needs_inner
+def test_second_order_meta_gradient_equals_finite_differences(case):
+    support, query = inner.prepare(lab_example(1), case.lm), inner.prepare(lab_example(2), case.lm)
+    f = jax.jit(meta_objective(case.lm, support, query))
+    grads = jax.jit(jax.grad(meta_objective(case.lm, support, query)))(case.params)
+    d = unit_direction(case.params, jax.random.key(8))
+    eps = 1e-2
+    shift = lambda s: jax.tree.map(lambda p, u: p + s * u, case.params, d)  # noqa: E731
+    fd = (f(shift(eps)) - f(shift(-eps))) / (2 * eps)
+    an = sum(jnp.sum(g * u) for g, u in zip(jax.tree.leaves(grads), jax.tree.leaves(d)))
+    np.testing.assert_allclose(an, fd, rtol=5e-3)
+    # the inner steps matter: the gradient without adaptation differs
+    plain = jax.jit(jax.grad(lambda p: inner.answer_loss(p, query, config=case.lm)))(case.params)
+    assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(plain))) > 1e-4
