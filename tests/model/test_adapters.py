@@ -334,7 +334,8 @@ needs_inner = pytest.mark.skipif(not (takes_causal_lm(inner.answer_loss) and tak
 def test_probe_over_the_adapter_equals_per_prefix_passes(case):
     contexts, cuts, probes, targets = probe_batch()
     batch = metareason.probe.ProbeBatch(contexts, np.full(len(contexts), contexts.shape[1]), cuts, probes, targets)
-    got = metareason.probe.answer_loss_along_trajectory(case.params, batch, config=case.lm, method="packed", cut_chunk=2)
+    got = metareason.probe.answer_loss_along_trajectory(case.params, batch, config=case.lm, method="packed",
+                                                        cut_chunk=2)
     ref = np.stack([per_prefix_losses(case.direct, case.params, c, k, p, t)
                     for c, k, p, t in zip(contexts, cuts, probes, targets)])
     np.testing.assert_allclose(got.mean, ref, rtol=1e-5, atol=1e-5)
