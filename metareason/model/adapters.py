@@ -135,7 +135,7 @@ def from_nnx(model: nnx.Module, *, vocab_size: int, max_length: int | None = Non
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
     def apply(params, tokens, positions, mask):
-        merged = nnx.merge(graphdef, params, rest)
+        merged = nnx.merge(graphdef, params, rest, copy=True)
         return _checked_logits(fn(merged, tokens, positions, mask), tokens, vocab_size, name)
 
     return CausalLM(apply=apply, vocab_size=vocab_size, max_length=max_length, name=name), params

@@ -173,6 +173,31 @@ def test_nnx_split_leaves_the_model_alone():
     assert isinstance(params, nnx.State)
 
 
+class Counting(nnx.Module):
+    """State besides params: a counter its call mutates, an RNG stream (dropout, off)."""
+
+    def __init__(self, rngs):
+        self.lm = NNXLM(rngs)
+        self.drop = nnx.Dropout(0.5, rngs=rngs, deterministic=True)
+        self.calls = nnx.BatchStat(jnp.zeros((), jnp.int32))
+
+    def __call__(self, tokens, positions, mask):
+        self.calls[...] += 1
+        return self.drop(self.lm(tokens, positions, mask))
+
+
+def test_nnx_state_besides_params_is_held_fixed():
+    model = Counting(nnx.Rngs(0))
+    lm, params = from_nnx(model, vocab_size=V)
+    tokens, positions, mask = _inputs(jax.random.key(9))
+    assert set(params) == {"lm"}  # the counter and the RNG state are not params
+    a = jax.jit(lm.apply)(params, tokens, positions, mask)
+    g = jax.grad(lambda p: jnp.sum(lm.apply(p, tokens, positions, mask)))(params)
+    assert jax.tree.structure(g) == jax.tree.structure(params)
+    np.testing.assert_allclose(a, model.lm(tokens, positions, mask), rtol=1e-5, atol=1e-5)
+    assert int(model.calls[...]) == 0  # the call's mutation stayed inside the pure function
+
+
 # --- (b) jit, grad, vmap through it ---------------------------------------------------------------
 
 def test_jit_grad_vmap(case):
