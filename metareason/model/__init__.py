@@ -12,6 +12,7 @@ from metareason.model.hf import (CheckpointError, hf_state_dict, hf_tensor_names
                                  save_hf_checkpoint)
 from metareason.model.params import (ParamsError, check_params, flatten, init, param_shapes, split_layers, stack_layers,
                                      unflatten)
+from metareason.model.protocol import CausalLM, as_causal_lm, causal_mask
 from metareason.model.transformer import (InputError, ModelOutput, apply, hidden_states, output_logits, rms_norm,
                                          segment_positions)
 
@@ -21,5 +22,5 @@ __all__ = [
     "apply", "hidden_states", "output_logits", "ModelOutput", "InputError", "segment_positions", "rms_norm",
     "KVCache", "init_cache",
     "load_hf_checkpoint", "save_hf_checkpoint", "hf_tensor_names", "hf_state_dict", "CheckpointError",
-    "from_linen", "from_nnx", "AdapterError",
+    "CausalLM", "as_causal_lm", "causal_mask", "from_linen", "from_nnx", "AdapterError",
 ]

@@ -20,8 +20,7 @@ from flax import nnx
 
 import metareason.inner as inner
 import metareason.probe
-from metareason.model import AdapterError, from_linen, from_nnx
-from metareason.model.protocol import CausalLM, causal_mask
+from metareason.model import AdapterError, CausalLM, causal_mask, from_linen, from_nnx
 from metareason.probe.inputs import Example
 
 V, D, H, F, MAXLEN = 61, 32, 4, 64, 64

@@ -22,8 +22,7 @@ from tunix.models.qwen2 import params as qwen2_params  # noqa: E402
 
 import metareason.inner as inner  # noqa: E402
 import metareason.probe  # noqa: E402
-from metareason.model import ModelConfig, apply, from_nnx, save_hf_checkpoint  # noqa: E402
-from metareason.model.protocol import causal_mask  # noqa: E402
+from metareason.model import ModelConfig, apply, causal_mask, from_nnx, save_hf_checkpoint  # noqa: E402
 
 
 def tunix_config(config: ModelConfig) -> qwen2_model.ModelConfig:
