@@ -19,8 +19,10 @@ Qwen2, for example:
 
 Build the adapter once and reuse it: a `CausalLM` is a static jit argument hashed by its
 fields, and each call of these functions makes a new `apply`, hence a new compilation.
-Declare where the MLP kernels are (for `metareason.inner.implicit`) with
-`dataclasses.replace(lm, mlp_kernels=...)`.
+The MLP kernels (what `trainable="mlp"` and the implicit update move) are found by name: a
+"kernel" under a module whose name contains "mlp" (Tunix's Qwen2: layers/i/mlp/*_proj/kernel).
+A model named otherwise declares them with `dataclasses.replace(lm, mlp_kernels=predicate)`,
+predicate(path, leaf) -> bool as in `metareason.inner.trainable_mask`.
 """
 
 from __future__ import annotations
