@@ -21,17 +21,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from metareason.inner.masks import SUBSETS, as_trainable
 from metareason.inner.objectives import ExampleError, answer_loss, prepare, trajectory_loss
 from metareason.model import ModelConfig
+from metareason.model.protocol import CausalLM
 
 __all__ = ["DEFAULT_LRS", "SUBSETS", "Descent", "descend", "question_descent"]
 
 #: Default line-search grid: 0 and 16 rates from 1e-4 to 10 (log-spaced).
 DEFAULT_LRS = (0.0,) + tuple(float(x) for x in np.geomspace(1e-4, 10.0, 16))
-
-#: Which weights the steps move: every tensor, or each layer's MLP kernels (the weights the
-#: implicit updates of `metareason.inner.implicit` live in).
-SUBSETS = ("all", "mlp")
 
 
 class Descent(NamedTuple):
@@ -45,30 +43,20 @@ class Descent(NamedTuple):
     lr: jax.Array
 
 
-def _mask(params: Any, subset: str) -> Any:
-    if subset not in SUBSETS:
-        raise ExampleError(f"unknown weight subset {subset!r} (known: {', '.join(SUBSETS)})")
-    if subset == "all":
-        return jax.tree.map(lambda _: True, params)
-    flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    keys = [jax.tree_util.keystr(path) for path, _ in flat]
-    marks = ["'mlp'" in k and "kernel" in k for k in keys]
-    return jax.tree_util.tree_unflatten(jax.tree.structure(params), marks)
-
-
 def descend(objective: Callable[[Any], jax.Array], params: Any, *, steps: int,
             lrs: Sequence[float] = DEFAULT_LRS, measure: Callable[[Any], jax.Array] | None = None,
-            subset: str = "all") -> Descent:
+            subset: Any = "all") -> Descent:
     """`steps` steepest-descent steps on `objective` (params -> scalar) with a grid line search.
 
     The grid is evaluated with `lax.map` (one extra forward per rate, memory of one). Pure and
-    jit-compatible; `subset` "mlp" moves only the MLP kernels of a metareason model's params."""
+    jit-compatible. `subset`: which weights move, a name in `SUBSETS` ("all"; "mlp": only the MLP
+    kernels), a predicate (path, leaf) -> bool or a bool pytree (see `trainable_mask`)."""
     if steps < 1:
         raise ExampleError(f"steps must be >= 1, got {steps}")
     lrs = jnp.asarray(lrs, jnp.float32)
     if lrs.ndim != 1 or lrs.shape[0] < 1:
         raise ExampleError("lrs must be a non-empty 1-D grid of learning rates")
-    mask = _mask(params, subset)
+    mask = as_trainable(params, subset, error=ExampleError)
     measure_fn = measure or (lambda p: jnp.float32(jnp.nan))
 
     def moved(p, g, lr):
@@ -100,9 +88,10 @@ def _question_jit(params, ex, lrs, *, config, steps, subset):
     return a.objective, a.lr, t.measure, t.objective, t.lr
 
 
-def question_descent(params: Any, example, *, config: ModelConfig, steps: int = 16,
+def question_descent(params: Any, example, *, config: ModelConfig | CausalLM, steps: int = 16,
                      lrs: Sequence[float] = DEFAULT_LRS, subset: str = "all") -> dict[str, np.ndarray]:
     """True gradient steps on one question (a `metareason.probe.Example`), from W, both ways.
+    config: our `ModelConfig` or any `CausalLM`; subset: a name in `SUBSETS` or a predicate.
 
     Returns numpy arrays over k = 0..steps: "answer_gd" the question-only answer loss after k
     line-searched steps on itself; "answer_sft" the same loss after k line-searched steps on the

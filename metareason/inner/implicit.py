@@ -20,6 +20,12 @@ trajectory prefix *is* a weight update. dW(t_<=k) - dW(t_<k) is the literal pseu
 of trajectory token k, which `implicit_trajectory` sets beside the true gradient of the
 question-only answer loss with respect to the same weights.
 
+The weights are the "mlp" selection of `metareason.inner.trainable_mask` (each layer's
+gate/up/down kernels, `WEIGHTS`): the true gradient set beside the update is taken over them.
+Our transformer only: `config` is a `ModelConfig` or a `CausalLM` wrapping one (`.config` set);
+the update reads each block's residual stream and MLP input, which the protocol's logits-only
+`apply` does not expose, so any other model gets a one-line `ImplicitError`.
+
 Axes: N context tokens (prompt + trajectory, padded), A probe tokens (padded), Q scored probe
 positions (padded), M cuts (padded), L layers, D hidden, F MLP width.
 """
@@ -34,10 +40,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from metareason.inner.masks import leaf_path, trainable_mask
+from metareason.inner.objectives import ExampleError, Prepared, answer_loss, prepare, splice, token_nll
 from metareason.model import ModelConfig, apply, rms_norm
+from metareason.model.protocol import CausalLM, as_causal_lm
 from metareason.model.rope import inverse_frequencies
 from metareason.model.transformer import attention_block, mlp, mlp_activations
-from metareason.inner.objectives import ExampleError, Prepared, answer_loss, prepare, splice, token_nll
 from metareason.sample.batched import round_up
 
 __all__ = ["WEIGHTS", "ImplicitError", "ImplicitUpdate", "implicit_update", "implicit_trajectory", "patch"]
@@ -113,6 +121,14 @@ def _update_one(params, ex: Prepared, cut, *, config):
     return ImplicitUpdate(delta, logits_c, logits_p)
 
 
+def _our_config(config: ModelConfig | CausalLM) -> ModelConfig:
+    lm = as_causal_lm(config)
+    if lm.config is None:
+        raise ImplicitError(f"the implicit update needs our transformer's blocks (a ModelConfig, or a CausalLM with "
+                            f".config); {lm.name!r} has none")
+    return lm.config
+
+
 def _checked(example, config: ModelConfig) -> Prepared:
     ex = prepare(example, config)
     if int(ex.qvalid.sum()) > config.hidden_size:
@@ -121,9 +137,11 @@ def _checked(example, config: ModelConfig) -> Prepared:
     return ex
 
 
-def implicit_update(params: dict[str, Any], example, k: int, *, config: ModelConfig) -> ImplicitUpdate:
+def implicit_update(params: dict[str, Any], example, k: int, *, config: ModelConfig | CausalLM) -> ImplicitUpdate:
     """The exact implicit weight update of the first k trajectory tokens of `example` (a
-    `metareason.probe.Example`): see the module docstring. Compute in float32 for exactness."""
+    `metareason.probe.Example`): see the module docstring. Compute in float32 for exactness.
+    config: our `ModelConfig` (or a `CausalLM` wrapping it)."""
+    config = _our_config(config)
     ex = _checked(example, config)
     if not 0 <= k <= len(example.trajectory):
         raise ImplicitError(f"k={k} is out of range [0, {len(example.trajectory)}] (trajectory length)")
@@ -137,8 +155,20 @@ def _update_jit(params, ex, cut, *, config):
     return _update_one(params, ex, cut, config=config)
 
 
-def _flat(tree, layer=None):
-    leaves = [tree[n] if layer is None else tree[n][layer] for n in WEIGHTS]
+def _mlp_selection(params) -> list[bool]:
+    """The "mlp" leaves of `trainable_mask` (in leaf order), checked to be the kernels the update
+    moves: layers/mlp/<WEIGHTS>/kernel."""
+    flat = jax.tree_util.tree_flatten_with_path(trainable_mask(params, "mlp", error=ImplicitError))[0]
+    chosen = {leaf_path(path) for path, mark in flat if mark}
+    expected = {("layers", "mlp", name, "kernel") for name in WEIGHTS}
+    if chosen != expected:
+        raise ImplicitError(f"the 'mlp' weights {sorted(chosen)} are not the update's {sorted(expected)}")
+    return [mark for _, mark in flat]
+
+
+def _flat(tree, selection, layer=None):
+    """float32[...]: the selected leaves of a params-like tree (layer: that layer's slices), flattened."""
+    leaves = [x if layer is None else x[layer] for x, m in zip(jax.tree.leaves(tree), selection) if m]
     return jnp.concatenate([x.reshape(-1).astype(jnp.float32) for x in leaves])
 
 
@@ -149,22 +179,27 @@ def _cos(a, b):
 @functools.partial(jax.jit, static_argnames=("config",))
 def _trajectory_jit(params, ex, cuts, *, config):
     L = config.num_layers
+    selection = _mlp_selection(params)
+    zero_params = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), params)
 
     def mlp_loss(d):
         return answer_loss(patch(params, d), ex, 0, config=config)
 
+    def flat(delta, layer=None):  # an update {name: [L, ...]} in params' leaf order
+        return _flat(patch(zero_params, delta), selection, layer)
+
     zeros = {n: jnp.zeros(params["layers"]["mlp"][n]["kernel"].shape, jnp.float32) for n in WEIGHTS}
-    loss0, g = jax.value_and_grad(mlp_loss)(zeros)
-    g_flat = _flat(g)
+    loss0, g = jax.value_and_grad(lambda p: answer_loss(p, ex, 0, config=config))(params)
+    g_flat = _flat(g, selection)
     g_norm = jnp.linalg.norm(g_flat)
-    g_layers = [_flat(g, l) for l in range(L)]
+    g_layers = [_flat(g, selection, l) for l in range(L)]
 
     def step(prev, cut):
         ok = cut >= 0
         res = _update_one(params, ex, jnp.where(ok, cut, ex.prompt_length), config=config)
         delta = jax.tree.map(lambda d: d.astype(jnp.float32), res.delta)
         tok = jax.tree.map(jnp.subtract, delta, prev)
-        d_flat, t_flat = _flat(delta), _flat(tok)
+        d_flat, t_flat = flat(delta), flat(tok)
         err = jnp.abs(res.logits_patched - res.logits_in_context)
         out = {
             "loss_in_context": token_nll(res.logits_in_context, ex.labels, ex.qvalid),
@@ -177,8 +212,8 @@ def _trajectory_jit(params, ex, cuts, *, config):
             "cos_token": _cos(-g_flat, t_flat),
             "norm_cumulative": jnp.linalg.norm(d_flat) / g_norm,
             "norm_token": jnp.linalg.norm(t_flat) / g_norm,
-            "cos_cumulative_layer": jnp.stack([_cos(-g_layers[l], _flat(delta, l)) for l in range(L)]),
-            "cos_token_layer": jnp.stack([_cos(-g_layers[l], _flat(tok, l)) for l in range(L)]),
+            "cos_cumulative_layer": jnp.stack([_cos(-g_layers[l], flat(delta, l)) for l in range(L)]),
+            "cos_token_layer": jnp.stack([_cos(-g_layers[l], flat(tok, l)) for l in range(L)]),
         }
         new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), delta, prev)
         return new, out
@@ -188,7 +223,7 @@ def _trajectory_jit(params, ex, cuts, *, config):
 
 
 def implicit_trajectory(params: dict[str, Any], example, ks: Sequence[int] | None = None, *,
-                        config: ModelConfig) -> dict[str, Any]:
+                        config: ModelConfig | CausalLM) -> dict[str, Any]:
     """Implicit updates along a trajectory, set beside the true gradient at the same weights.
 
     example: a `metareason.probe.Example`; ks: trajectory prefix lengths (sorted; default every
@@ -206,6 +241,7 @@ def implicit_trajectory(params: dict[str, Any], example, ks: Sequence[int] | Non
       cos_cumulative_layer / cos_token_layer  [M, L] the cosines per layer
 
     plus "k", "loss0" (the question-only loss at W) and "grad_norm" |g|."""
+    config = _our_config(config)
     T = len(example.trajectory)
     ks = np.arange(T + 1) if ks is None else np.asarray(ks, np.int64)
     if ks.ndim != 1 or len(ks) == 0 or ks.min() < 0 or ks.max() > T or np.any(np.diff(ks) <= 0):

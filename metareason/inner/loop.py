@@ -4,11 +4,13 @@
     meta_loss = lambda p: query_loss(inner_loop(loss_fn, p, batch, opt, steps=5).params)
     jax.grad(meta_loss)(params)                                                       # MAML
 
-Modes: "second_order" differentiates through the unroll; "first_order" stops the gradient of each
-inner gradient (FOMAML: the meta-gradient is the query gradient at the adapted parameters);
+Modes: "second_order" differentiates through the unroll; "first_order" chains `first_order()`
+before the optimizer (`optax.chain(first_order(), optimizer)`: the gradient of each inner
+gradient is stopped, FOMAML: the meta-gradient is the query gradient at the adapted parameters);
 "implicit" solves the proximal inner problem min_phi L(phi) + lam/2 |phi - theta|^2 with the
-inner steps and differentiates it by the implicit function theorem (iMAML: a conjugate-gradient
-solve of (I + H/lam) u = v in a custom VJP), so memory does not grow with the number of steps.
+inner steps and differentiates it with `implicit_diff` (iMAML: a conjugate-gradient solve of
+(H + lam I) u = v at phi), so memory does not grow with the number of steps. Which weights move:
+`trainable=` takes a bool pytree, a subset name or a predicate (`trainable_mask`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
+
+from metareason.inner.implicit_diff import implicit_diff, proximal_optimality, sq_distance
+from metareason.inner.masks import as_trainable
+from metareason.inner.transforms import first_order
 
 __all__ = ["InnerResult", "InnerLoopError", "MODES", "REMAT", "inner_loop", "meta_sgd", "reptile_update"]
 
@@ -88,8 +94,9 @@ def inner_loop(loss_fn: Callable[[Any, Any], jax.Array], params: Any, batches: A
       remat: "none"; "step" (recompute each step's forward in the backward pass: memory flat in
         the steps, one extra forward per step); "nested" (checkpoint blocks of ~sqrt(steps) steps
         and the steps inside them: memory ~sqrt(steps)).
-      trainable: None (adapt everything) or a pytree of bools like `params`: False leaves stay
-        fixed (e.g. ANIL: adapt the head only).
+      trainable: None (adapt everything), a pytree of bools like `params` (False leaves stay
+        fixed, e.g. ANIL: adapt the head only), or a subset name / predicate for
+        `trainable_mask(params, trainable)` (e.g. "mlp").
       prox: lambda of the proximal term ("implicit" only).
       cg_iters: conjugate-gradient iterations of the implicit backward pass.
 
@@ -111,35 +118,32 @@ def inner_loop(loss_fn: Callable[[Any, Any], jax.Array], params: Any, batches: A
         raise InnerLoopError(f"steps must be >= 1, got {steps}")
     if mode == "implicit" and prox <= 0:
         raise InnerLoopError(f"prox (lambda) must be > 0 for the implicit mode, got {prox}")
-    if trainable is None:
-        trainable = jax.tree.map(lambda _: True, params)
-    _check_structure("trainable", trainable, params)
+    trainable = as_trainable(params, trainable, error=InnerLoopError)
+    if mode == "first_order":
+        optimizer = optax.chain(first_order(), optimizer)
     first = jax.tree.map(lambda x: x[0], batches) if per_step else batches
     _scalar_loss(loss_fn, params, first)
 
-    def batch_at(i):
+    def batch_at(batches, i):
         return jax.tree.map(lambda x: x[i], batches) if per_step else batches
 
     def mask(tree):
         return jax.tree.map(lambda g, t: g if t else jnp.zeros_like(g), tree, trainable)
 
-    def run(theta, anchor=None):
+    def run(theta, batches, anchor=None):
         """The unrolled steps from theta (anchor: the proximal centre, implicit mode)."""
 
         def step(carry, i):
             p, opt_state = carry
 
             def objective(q):
-                loss = loss_fn(q, batch_at(i))
+                loss = loss_fn(q, batch_at(batches, i))
                 if anchor is None:
                     return loss, loss
-                sq = sum(jnp.sum(jnp.square(a - b)) for a, b in zip(jax.tree.leaves(q), jax.tree.leaves(anchor)))
-                return loss + 0.5 * prox * sq, loss
+                return loss + 0.5 * prox * sq_distance(q, anchor), loss
 
             (_, loss), g = jax.value_and_grad(objective, has_aux=True)(p)
             g = mask(g)
-            if mode == "first_order":
-                g = lax.stop_gradient(g)
             updates, opt_state = optimizer.update(g, opt_state, p)
             return (optax.apply_updates(p, mask(updates)), opt_state), loss
 
@@ -165,35 +169,34 @@ def inner_loop(loss_fn: Callable[[Any, Any], jax.Array], params: Any, batches: A
         return carry[0], losses
 
     if mode == "implicit":
-        adapted, losses = _implicit(run, params, loss_fn, batch_at(steps - 1), prox, cg_iters, mask, trainable)
+        adapted, losses = _implicit(run, params, batches, lambda p, b: loss_fn(p, batch_at(b, steps - 1)), prox,
+                                    cg_iters, trainable)
     else:
-        adapted, losses = run(params)
-    return InnerResult(adapted, losses, loss_fn(adapted, batch_at(steps - 1)))
+        adapted, losses = run(params, batches)
+    return InnerResult(adapted, losses, loss_fn(adapted, batch_at(batches, steps - 1)))
 
 
-def _implicit(run, theta, loss_fn, batch, prox, cg_iters, mask, trainable):
-    """phi*(theta) from the proximal unroll, differentiated implicitly: the cotangent of theta is
-    u solving (I + H/prox) u = v, H the (trainable-masked) Hessian of loss_fn at phi*."""
+def _implicit(run, theta, batches, last_loss, prox, cg_iters, trainable):
+    """phi*(theta) from the proximal unroll, differentiated with `implicit_diff` over the
+    trainable leaves; the frozen ones (phi = theta there) enter the optimality condition as
+    arguments, so their cotangent includes how they move the solution."""
 
-    @jax.custom_vjp
-    def solve(theta):
-        return run(theta, anchor=theta)
+    def split(tree):
+        return (jax.tree.map(lambda x, t: x if t else None, tree, trainable),
+                jax.tree.map(lambda x, t: None if t else x, tree, trainable))
 
-    def fwd(theta):
-        phi, losses = solve(theta)
-        return (phi, losses), phi
+    def merge(moving, frozen):
+        return jax.tree.map(lambda t, a, b: a if t else b, trainable, moving, frozen)
 
-    def bwd(phi, cotangents):
-        v = cotangents[0]
-        grad_fn = jax.grad(lambda p: loss_fn(p, batch))
+    def inner_loss(moving, frozen, batches):  # the loss the unroll ends on (the last batch)
+        return last_loss(merge(moving, frozen), batches)
 
-        def matvec(u):
-            hvp = jax.jvp(grad_fn, (phi,), (u,))[1]
-            return jax.tree.map(lambda a, h: a + h / prox, u, mask(hvp))
+    @implicit_diff(proximal_optimality(inner_loss, prox), solve="cg", cg_iters=cg_iters, has_aux=True)
+    def solve(moving, frozen, batches):
+        full = merge(moving, frozen)
+        phi, losses = run(full, batches, anchor=full)
+        return split(phi)[0], losses
 
-        u, _ = jax.scipy.sparse.linalg.cg(matvec, mask(v), maxiter=cg_iters)
-        # frozen leaves: phi equals theta there, so their cotangent passes straight through
-        return (jax.tree.map(lambda ui, vi, t: ui if t else vi, u, v, trainable),)
-
-    solve.defvjp(fwd, bwd)
-    return solve(theta)
+    moving, frozen = split(theta)
+    phi, losses = solve(moving, frozen, batches)
+    return merge(phi, frozen), losses

@@ -1,13 +1,17 @@
 """The per-question objectives that true gradient steps and implicit updates are measured on.
 
 One question with one trajectory (a `metareason.probe.Example`) is padded to fixed shapes
-(`prepare`), so every question of a length bucket reuses one compilation. Two losses of the
-params, both means over tokens:
+(`prepare`), so every question of a length bucket reuses one compilation; `prepare_many` pads a
+list of them to common shapes and stacks them [T, ...] for `vmap` (`pad_to` pads one to another's
+shapes). Two losses of the params, both means over tokens:
 
-- `answer_loss`: the NLL of the answer given [prompt, t_<=k, probe] (the probe's L-hat; k = 0 is
-  the question-only answer loss, the "query set" of the meta-learning view);
+- `answer_loss`: the NLL of the answer given [prompt, t_<k, probe] (the probe's L-hat, computed by
+  the probe's own `metareason.probe.answer_nll` with one cut; k = 0 is the question-only answer
+  loss, the "query set" of the meta-learning view);
 - `trajectory_loss`: the NLL of the trajectory given the prompt (the SFT loss of the trajectory
   itself, the "support set").
+
+`config=` is our `ModelConfig` or any `metareason.model.CausalLM` (the model protocol).
 
 Axes: N context tokens (prompt + trajectory, padded), A probe tokens (padded), Q scored probe
 positions (padded).
@@ -21,11 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metareason.model import ModelConfig, apply
+from metareason.model import ModelConfig
+from metareason.model.protocol import CausalLM, as_causal_lm
+from metareason.probe.loss import ProbeBatch, answer_nll, model_logits
 from metareason.sample.batched import round_up
 
-__all__ = ["ExampleError", "Prepared", "prepare", "answer_positions", "splice", "token_nll", "answer_loss",
-           "trajectory_loss"]
+__all__ = ["ExampleError", "Prepared", "prepare", "prepare_many", "pad_to", "answer_positions", "splice",
+           "token_nll", "answer_loss", "trajectory_loss"]
 
 
 class ExampleError(ValueError):
@@ -56,8 +62,9 @@ def answer_positions(targets: np.ndarray) -> np.ndarray:
     return np.flatnonzero(targets) - 1
 
 
-def prepare(example, config: ModelConfig) -> Prepared:
+def prepare(example, config: ModelConfig | CausalLM) -> Prepared:
     """Pads an Example (lengths rounded up: N to 32, A and Q to 8) and validates it."""
+    lm = as_causal_lm(config)
     prompt, traj = np.asarray(example.prompt), np.asarray(example.trajectory)
     probe = np.asarray(example.probe)
     qidx = answer_positions(example.targets)
@@ -65,12 +72,12 @@ def prepare(example, config: ModelConfig) -> Prepared:
         raise ExampleError("the prompt is empty")
     n = len(prompt) + len(traj)
     N, A, Q = round_up(n, 32), round_up(len(probe), 8), round_up(len(qidx), 8)
-    if N + A > config.max_position_embeddings:
+    if lm.max_length is not None and N + A > lm.max_length:
         raise ExampleError(f"prompt + trajectory + probe ({n + len(probe)} tokens, {N + A} padded) exceed the "
-                           f"model's context ({config.max_position_embeddings})")
+                           f"model's context ({lm.max_length})")
     ids = np.concatenate([prompt, traj, probe])
-    if ids.min() < 0 or ids.max() >= config.vocab_size:
-        raise ExampleError(f"token ids must be in [0, {config.vocab_size}), got range [{ids.min()}, {ids.max()}]")
+    if ids.min() < 0 or ids.max() >= lm.vocab_size:
+        raise ExampleError(f"token ids must be in [0, {lm.vocab_size}), got range [{ids.min()}, {ids.max()}]")
     context = np.zeros(N, np.int32)
     context[:n] = np.concatenate([prompt, traj])
     probe_p = np.zeros(A, np.int32)
@@ -79,6 +86,45 @@ def prepare(example, config: ModelConfig) -> Prepared:
     qi[:len(qidx)] = qidx
     labels = probe_p[np.minimum(qi + 1, A - 1)]
     return Prepared(context, np.int32(len(prompt)), np.int32(n), probe_p, qi, np.arange(Q) < len(qidx), labels)
+
+
+def _shape(ex: Prepared) -> tuple[int, int, int]:
+    """(N, A, Q) of one prepared example (no leading axis)."""
+    shapes = (np.shape(ex.context), np.shape(ex.probe), np.shape(ex.qidx))
+    if any(len(x) != 1 for x in shapes) or np.shape(ex.qvalid) != shapes[2] or np.shape(ex.labels) != shapes[2]:
+        raise ExampleError(f"expected one prepared example (1-D context, probe, qidx), got shapes {shapes}")
+    return shapes[0][0], shapes[1][0], shapes[2][0]
+
+
+def pad_to(prepared: Prepared, like: Prepared | tuple[int, int, int]) -> Prepared:
+    """`prepared` padded to the shapes of `like` (a `Prepared`, or (N, A, Q)): context and probe
+    with zeros (never attended: causal, and masked by the lengths), qidx / labels with zeros and
+    qvalid with False. The losses are unchanged."""
+    N, A, Q = _shape(like) if isinstance(like, Prepared) else like
+    n, a, q = _shape(prepared)
+    if n > N or a > A or q > Q:
+        raise ExampleError(f"cannot pad (N, A, Q) = {(n, a, q)} down to {(N, A, Q)}")
+
+    def pad(x, size, value=0):
+        x = np.asarray(x)
+        return np.pad(x, (0, size - x.shape[0]), constant_values=value)
+
+    ex = prepared
+    return Prepared(pad(ex.context, N), np.asarray(ex.prompt_length), np.asarray(ex.context_length),
+                    pad(ex.probe, A), pad(ex.qidx, Q), pad(ex.qvalid, Q, False), pad(ex.labels, Q))
+
+
+def prepare_many(examples, config: ModelConfig | CausalLM) -> Prepared:
+    """Examples of any lengths, each `prepare`d, padded to common shapes (the largest N, A, Q)
+    and stacked: a `Prepared` whose fields have a leading task axis [T, ...] (numpy), ready for
+    `vmap` (or `make_meta_step`'s support / query)."""
+    examples = list(examples)
+    if not examples:
+        raise ExampleError("prepare_many needs at least one example")
+    prepared = [prepare(ex, config) for ex in examples]
+    like = tuple(max(dims) for dims in zip(*(_shape(p) for p in prepared)))
+    padded = [pad_to(p, like) for p in prepared]
+    return Prepared(*(np.stack(field) for field in zip(*padded)))
 
 
 def splice(context: jax.Array, cut: jax.Array, probe: jax.Array) -> jax.Array:
@@ -99,18 +145,26 @@ def token_nll(logits: jax.Array, labels: jax.Array, valid: jax.Array) -> jax.Arr
     return jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
 
 
-def answer_loss(params: Any, ex: Prepared, k: jax.Array | int = 0, *, config: ModelConfig) -> jax.Array:
-    """The answer NLL (mean over answer tokens) given [prompt, t_<k tokens, probe]; k = 0: question only."""
-    cut = ex.prompt_length + k
-    tokens = splice(ex.context, cut, ex.probe)[None]
-    logits = apply(params, tokens, config=config).logits[0, cut + jnp.asarray(ex.qidx)]
-    return token_nll(logits, jnp.asarray(ex.labels), jnp.asarray(ex.qvalid))
+def _targets(ex: Prepared) -> jax.Array:
+    """bool[A]: the scored probe tokens (qidx are the positions before them)."""
+    A = jnp.shape(ex.probe)[0]
+    hits = jnp.zeros(A, jnp.int32).at[jnp.asarray(ex.qidx) + 1].add(jnp.asarray(ex.qvalid, jnp.int32))
+    return hits > 0
 
 
-def trajectory_loss(params: Any, ex: Prepared, *, config: ModelConfig) -> jax.Array:
+def answer_loss(params: Any, ex: Prepared, k: jax.Array | int = 0, *, config: ModelConfig | CausalLM) -> jax.Array:
+    """The answer NLL (mean over answer tokens) given [prompt, t_<k tokens, probe]; k = 0: question
+    only. The probe's loss (`metareason.probe.answer_nll`, packed) at the one cut prompt_length + k."""
+    cut = jnp.asarray(ex.prompt_length + k, jnp.int32)
+    batch = ProbeBatch(jnp.asarray(ex.context)[None], jnp.asarray(ex.context_length)[None], cut[None, None],
+                       jnp.asarray(ex.probe)[None], _targets(ex)[None])
+    return answer_nll(params, batch, config=config, method="packed").mean[0, 0]
+
+
+def trajectory_loss(params: Any, ex: Prepared, *, config: ModelConfig | CausalLM) -> jax.Array:
     """The trajectory's NLL given the prompt (mean over trajectory tokens; the SFT loss)."""
     context = jnp.asarray(ex.context)
-    logits = apply(params, context[None], config=config).logits[0, :-1]
+    logits = model_logits(config, params, context[None])[0, :-1]
     j = jnp.arange(context.shape[0] - 1)
     valid = (j >= ex.prompt_length - 1) & (j < ex.context_length - 1)
     return token_nll(logits, context[1:], valid)

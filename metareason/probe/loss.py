@@ -13,6 +13,12 @@ answer). The official notebook runs one forward pass per cut. Here:
 
 Both are chunked over cuts (`cut_chunk` probes per pass) so memory stays bounded, batched over
 questions, and jit-compiled; `answer_loss_per_prefix` is the slow per-prefix reference.
+`answer_nll` is the traceable core (no validation, no padding: jit, grad and vmap apply), which
+the inner loops' answer loss (`metareason.inner.answer_loss`, one cut) calls too.
+
+Any model: `config=` is our `ModelConfig` or a `metareason.model.CausalLM` (the protocol). A
+CausalLM wrapping our transformer (`.config` set) keeps the fast paths; any other computes the
+packed pass with its own `apply(params, tokens, positions, mask)` ("cache" needs our KV cache).
 
 Axes: B questions, N context tokens (padded), M cuts (padded), A probe tokens (padded),
 Mc cuts per chunk, V vocab.
@@ -29,9 +35,10 @@ import numpy as np
 from jax import lax
 
 from metareason.model import KVCache, ModelConfig, apply, hidden_states, init_cache, output_logits
+from metareason.model.protocol import CausalLM, as_causal_lm, causal_mask
 
 __all__ = ["ProbeBatch", "AnswerLoss", "ProbeError", "METHODS", "answer_loss_along_trajectory",
-           "answer_loss_per_prefix"]
+           "answer_loss_per_prefix", "answer_nll", "model_logits"]
 
 METHODS = ("packed", "cache")
 
@@ -69,7 +76,22 @@ class AnswerLoss(NamedTuple):
     valid: jax.Array
 
 
-def _check(batch: ProbeBatch, config: ModelConfig) -> ProbeBatch:
+def model_logits(model: ModelConfig | CausalLM, params: Any, tokens: jax.Array, positions: jax.Array | None = None,
+                 mask: jax.Array | None = None) -> jax.Array:
+    """logits float32[B, S, V] of tokens int[B, S] under any model (positions default to 0..S-1,
+    the mask to causal; our transformer takes its causal fast path when both are None)."""
+    lm = as_causal_lm(model)
+    if lm.config is not None:
+        return apply(params, tokens, config=lm.config, positions=positions, mask=mask).logits
+    tokens = jnp.asarray(tokens)
+    if positions is None:
+        positions = jnp.broadcast_to(jnp.arange(tokens.shape[-1], dtype=jnp.int32), tokens.shape)
+    if mask is None:
+        mask = causal_mask(tokens)
+    return lm.apply(params, tokens, positions, mask).astype(jnp.float32)
+
+
+def _check(batch: ProbeBatch, lm: CausalLM) -> ProbeBatch:
     """numpy copies of the batch, validated (one-line errors naming the field)."""
     ctx, lens = np.asarray(batch.context), np.asarray(batch.context_lengths)
     cuts, probe, targets = np.asarray(batch.cuts), np.asarray(batch.probe), np.asarray(batch.targets, bool)
@@ -81,8 +103,8 @@ def _check(batch: ProbeBatch, config: ModelConfig) -> ProbeBatch:
                              ("probe", probe, (B, probe.shape[1])), ("targets", targets, probe.shape)):
         if arr.shape != shape:
             raise ProbeError(f"{name} has shape {arr.shape}, expected {shape}")
-    if ((ctx < 0) | (ctx >= config.vocab_size)).any() or ((probe < 0) | (probe >= config.vocab_size)).any():
-        raise ProbeError(f"token ids must lie in [0, {config.vocab_size})")
+    if ((ctx < 0) | (ctx >= lm.vocab_size)).any() or ((probe < 0) | (probe >= lm.vocab_size)).any():
+        raise ProbeError(f"token ids must lie in [0, {lm.vocab_size})")
     if ((lens < 1) | (lens > ctx.shape[1])).any():
         raise ProbeError(f"context_lengths must lie in [1, {ctx.shape[1]}], got {lens.tolist()}")
     if targets[:, 0].any():
@@ -97,9 +119,8 @@ def _check(batch: ProbeBatch, config: ModelConfig) -> ProbeBatch:
         raise ProbeError(f"cut {int(cuts[b, m])} (question {b}, slot {m}) is out of range [1, {int(lens[b])}] "
                          "(or -1 for an unused slot)")
     longest = int(lens.max()) + probe.shape[1]
-    if longest > config.max_position_embeddings:
-        raise ProbeError(f"context + probe is {longest} tokens, longer than the model's context "
-                         f"({config.max_position_embeddings})")
+    if lm.max_length is not None and longest > lm.max_length:
+        raise ProbeError(f"context + probe is {longest} tokens, longer than the model's context ({lm.max_length})")
     return ProbeBatch(ctx.astype(np.int32), lens.astype(np.int32), cuts.astype(np.int32), probe.astype(np.int32),
                       targets)
 
@@ -132,19 +153,20 @@ def _probe_rows(cuts, probe, n_context_keys):
     return tokens, positions, mask
 
 
-def _probe_nll(params, hidden, probe, targets, *, config):
-    """hidden: [B, Mc*A, D] final hidden states at the probe tokens -> NLL float32[B, Mc, A] of
-    each target token (0 elsewhere; logits at probe token a - 1 predict token a)."""
+def _probe_nll(rows, probe, targets, head):
+    """rows: [B, Mc*A, X] final hidden states (head: the output head) or logits (head: identity)
+    at the probe tokens -> NLL float32[B, Mc, A] of each target token (0 elsewhere; logits at
+    probe token a - 1 predict token a)."""
     B, A = probe.shape
-    h = hidden.reshape(B, -1, A, hidden.shape[-1])[:, :, :-1]
-    logp = jax.nn.log_softmax(output_logits(params, h, config=config), axis=-1)          # [B, Mc, A-1, V]
+    h = rows.reshape(B, -1, A, rows.shape[-1])[:, :, :-1]
+    logp = jax.nn.log_softmax(head(h).astype(jnp.float32), axis=-1)                      # [B, Mc, A-1, V]
     nxt = jnp.broadcast_to(probe[:, None, 1:], logp.shape[:-1])
     nll = -jnp.take_along_axis(logp, nxt[..., None], axis=-1)[..., 0]
     nll = jnp.where(targets[:, None, 1:], nll, 0.0)
     return jnp.concatenate([jnp.zeros_like(nll[..., :1]), nll], axis=-1)
 
 
-def _packed_chunk(params, context, context_lengths, cuts, probe, targets, *, config):
+def _packed_chunk(params, context, context_lengths, cuts, probe, targets, *, lm):
     B, N = context.shape
     tokens, positions, probe_mask = _probe_rows(cuts, probe, N)
     t = jnp.arange(N)
@@ -154,8 +176,11 @@ def _packed_chunk(params, context, context_lengths, cuts, probe, targets, *, con
     mask = jnp.concatenate([ctx_mask, probe_mask], axis=1)
     all_tokens = jnp.concatenate([context, tokens], axis=1)
     all_positions = jnp.concatenate([jnp.broadcast_to(t, (B, N)), positions], axis=1)
-    h, _ = hidden_states(params, all_tokens, config=config, positions=all_positions, mask=mask)
-    return _probe_nll(params, h[:, N:], probe, targets, config=config)
+    if lm.config is None:
+        logits = lm.apply(params, all_tokens, all_positions, mask)
+        return _probe_nll(logits[:, N:], probe, targets, lambda x: x)
+    h, _ = hidden_states(params, all_tokens, config=lm.config, positions=all_positions, mask=mask)
+    return _probe_nll(h[:, N:], probe, targets, functools.partial(output_logits, params, config=lm.config))
 
 
 def _prefill(params, context, context_lengths, *, config, extra_slots, context_chunk):
@@ -180,20 +205,35 @@ def _cache_chunk(params, cache: KVCache, cuts, probe, targets, *, config):
     n_context = cache.max_length - cuts.shape[1] * probe.shape[1]  # the probes take the slots after it
     tokens, positions, mask = _probe_rows(cuts, probe, n_context)
     h, _ = hidden_states(params, tokens, config=config, positions=positions, mask=mask, cache=cache)
-    return _probe_nll(params, h, probe, targets, config=config)
+    return _probe_nll(h, probe, targets, functools.partial(output_logits, params, config=config))
 
 
-@functools.partial(jax.jit, static_argnames=("config", "method", "cut_chunk", "context_chunk"))
-def _loss_jit(params, context, context_lengths, cuts, probe, targets, *, config, method, cut_chunk, context_chunk):
+def answer_nll(params: Any, batch: ProbeBatch, *, config: ModelConfig | CausalLM, method: str = "packed",
+               cut_chunk: int | None = None, context_chunk: int | None = None) -> AnswerLoss:
+    """The traceable core of `answer_loss_along_trajectory`: the same `AnswerLoss`, with no
+    validation and no padding, a pure function of jax arrays (jit, grad, vmap apply).
+
+    batch: a `ProbeBatch` of valid arrays (see there); cut_chunk must divide M (None: M, one
+    pass), and for "cache" context_chunk must divide N (None: N). The inner loops' answer loss
+    is this with one question and one cut (`metareason.inner.answer_loss`)."""
+    lm = as_causal_lm(config)
+    context, context_lengths, cuts, probe, targets = (jnp.asarray(x) for x in batch)
     B, Mp = cuts.shape
+    cut_chunk = Mp if cut_chunk is None else cut_chunk
+    if Mp % cut_chunk:
+        raise ProbeError(f"cut_chunk {cut_chunk} must divide the number of cut slots {Mp}")
     chunks = cuts.reshape(B, Mp // cut_chunk, cut_chunk).swapaxes(0, 1)                  # [n, B, Mc]
     if method == "packed":
-        run = functools.partial(_packed_chunk, params, context, context_lengths, probe=probe, targets=targets,
-                                config=config)
-    else:
-        cache = _prefill(params, context, context_lengths, config=config,
+        run = functools.partial(_packed_chunk, params, context, context_lengths, probe=probe, targets=targets, lm=lm)
+    elif method == "cache":
+        if lm.config is None:
+            raise ProbeError(f"method='cache' needs our transformer's KV cache; use method='packed' for {lm.name}")
+        context_chunk = context.shape[1] if context_chunk is None else context_chunk
+        cache = _prefill(params, context, context_lengths, config=lm.config,
                          extra_slots=cut_chunk * probe.shape[1], context_chunk=context_chunk)
-        run = functools.partial(_cache_chunk, params, cache, probe=probe, targets=targets, config=config)
+        run = functools.partial(_cache_chunk, params, cache, probe=probe, targets=targets, config=lm.config)
+    else:
+        raise ProbeError(f"unknown probe method {method!r} (known: {', '.join(METHODS)})")
     nll = lax.map(lambda c: run(cuts=c), chunks)                                          # [n, B, Mc, A]
     nll = nll.swapaxes(0, 1).reshape(B, Mp, probe.shape[1])
     valid = cuts != -1
@@ -203,12 +243,16 @@ def _loss_jit(params, context, context_lengths, cuts, probe, targets, *, config,
     return AnswerLoss(per_token=nll, total=total, mean=jnp.where(valid, mean, 0.0), valid=valid)
 
 
-def answer_loss_along_trajectory(params: Any, batch: ProbeBatch, *, config: ModelConfig, method: str = "cache",
-                                 cut_chunk: int = 16, context_chunk: int = 512) -> AnswerLoss:
+_loss_jit = jax.jit(answer_nll, static_argnames=("config", "method", "cut_chunk", "context_chunk"))
+
+
+def answer_loss_along_trajectory(params: Any, batch: ProbeBatch, *, config: ModelConfig | CausalLM,
+                                 method: str = "cache", cut_chunk: int = 16, context_chunk: int = 512) -> AnswerLoss:
     """The answer's NLL after every cut of every question, exactly, without one pass per cut.
 
     Args:
-      params, config: the model.
+      params, config: the model: our `ModelConfig`, or any `CausalLM` (one without `.config`
+        takes method="packed").
       batch: a `ProbeBatch` (see there; `metareason.probe.inputs` builds them from text).
       method: "cache" (prefill the context's KV cache once, then `cut_chunk` probes per pass
         against it) or "packed" (one pass over the context and `cut_chunk` probes per chunk).
@@ -223,7 +267,10 @@ def answer_loss_along_trajectory(params: Any, batch: ProbeBatch, *, config: Mode
         raise ProbeError(f"unknown probe method {method!r} (known: {', '.join(METHODS)})")
     if cut_chunk < 1 or context_chunk < 1:
         raise ProbeError(f"cut_chunk and context_chunk must be >= 1, got {cut_chunk}, {context_chunk}")
-    b = _check(batch, config)
+    lm = as_causal_lm(config)
+    if method == "cache" and lm.config is None:
+        raise ProbeError(f"method='cache' needs our transformer's KV cache; use method='packed' for {lm.name}")
+    b = _check(batch, lm)
     M = b.cuts.shape[1]
     cut_chunk = min(cut_chunk, M)
     cuts = _pad_cuts(b.cuts, cut_chunk)
@@ -231,20 +278,21 @@ def answer_loss_along_trajectory(params: Any, batch: ProbeBatch, *, config: Mode
     if method == "cache":
         context_chunk = min(context_chunk, context.shape[1])
         context = np.pad(context, ((0, 0), (0, -context.shape[1] % context_chunk)))
-    out = _loss_jit(params, context, b.context_lengths, cuts, b.probe, b.targets, config=config, method=method,
-                    cut_chunk=cut_chunk, context_chunk=context_chunk)
+    out = _loss_jit(params, ProbeBatch(context, b.context_lengths, cuts, b.probe, b.targets), config=lm,
+                    method=method, cut_chunk=cut_chunk, context_chunk=context_chunk)
     return AnswerLoss(*(x[:, :M] for x in out))
 
 
-def answer_loss_per_prefix(params: Any, batch: ProbeBatch, *, config: ModelConfig) -> AnswerLoss:
+def answer_loss_per_prefix(params: Any, batch: ProbeBatch, *, config: ModelConfig | CausalLM) -> AnswerLoss:
     """The slow reference (the official notebook's method): one forward pass of
     `context[:c] + probe` per cut, with a plain causal mask. Each pass is right-padded to a fixed
     length so it compiles once (padding after a causal sequence changes nothing before it)."""
-    b = _check(batch, config)
+    lm = as_causal_lm(config)
+    b = _check(batch, lm)
     B, M = b.cuts.shape
     A = b.probe.shape[1]
     L = int(b.context_lengths.max()) + A
-    forward = jax.jit(lambda p, t: jax.nn.log_softmax(apply(p, t, config=config).logits, -1))
+    forward = jax.jit(lambda p, t: jax.nn.log_softmax(model_logits(lm, p, t), -1))
     per_token = np.zeros((B, M, A), np.float32)
     for i in range(B):
         for m in range(M):

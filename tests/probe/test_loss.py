@@ -1,5 +1,7 @@
 """The one-pass probes equal per-prefix forward passes (the official notebook's method)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,32 @@ def test_longer_than_the_model_context():
     batch = ProbeBatch(np.ones((1, 6), int), [6], [[3]], np.ones((1, 3), int), [[False, True, True]])
     with pytest.raises(ProbeError, match="longer than the model's context"):
         answer_loss_along_trajectory(random_params(config), batch, config=config)
+
+
+def plain_causal_lm(config):
+    """Our transformer behind the bare protocol (no .config: no fast path, no KV cache)."""
+    from metareason.model import apply
+    from metareason.model.protocol import CausalLM
+
+    return CausalLM(apply=lambda p, t, pos, m: apply(p, t, config=config, positions=pos, mask=m).logits,
+                    vocab_size=config.vocab_size, max_length=config.max_position_embeddings, name="plain")
+
+
+@pytest.mark.parametrize("name", ["qwen2", "qwen3"])
+def test_any_causal_lm_packed_equals_per_prefix(name):
+    config = TINY[name]
+    lm = plain_causal_lm(config)
+    params = random_params(config, seed=5)
+    batch = random_batch(config, np.random.default_rng(6))
+    ref = answer_loss_per_prefix(params, batch, config=config)  # our model's own per-prefix passes
+    np.testing.assert_allclose(answer_loss_per_prefix(params, batch, config=lm).per_token, ref.per_token,
+                               rtol=1e-5, atol=1e-5)
+    got = answer_loss_along_trajectory(params, batch, config=lm, method="packed", cut_chunk=3)
+    np.testing.assert_array_equal(got.valid, ref.valid)
+    for field in ("per_token", "total", "mean"):
+        np.testing.assert_allclose(getattr(got, field), getattr(ref, field), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ProbeError, match="use method='packed'"):
+        answer_loss_along_trajectory(params, batch, config=lm, method="cache")
+    short = dataclasses.replace(lm, max_length=8)
+    with pytest.raises(ProbeError, match="longer than the model's context"):
+        answer_loss_along_trajectory(params, batch, config=short, method="packed")
