@@ -374,12 +374,12 @@ def lab_example(seed, prompt=3, trajectory=8, answer=2):
                    probe=probe_tokens, targets=np.arange(3 + answer) >= 3, types=("x",) * trajectory, meta={})
 
 
-def meta_objective(lm, support, query, *, lr=0.5, steps=3):
+def meta_objective(lm, support, query, *, lr=0.5, steps=3, trainable=None):
     """params -> the answer loss on `query` after `steps` SGD steps on the trajectory loss of
     `support` (second order: differentiated through the unroll)."""
     def f(params):
         adapted = inner.inner_loop(functools.partial(inner.trajectory_loss, config=lm), params, support,
-                                   optax.sgd(lr), steps=steps).params
+                                   optax.sgd(lr), steps=steps, trainable=trainable).params
         return inner.answer_loss(adapted, query, config=lm)
     return f
 

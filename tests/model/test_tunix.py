@@ -86,15 +86,30 @@ def _global_norm(tree):
     return float(jnp.sqrt(sum(jnp.sum(x * x) for x in jax.tree.leaves(tree))))
 
 
+def _mlp_sizes(params):
+    mask = inner.trainable_mask(params, "mlp")
+    return sorted(int(np.size(x)) for x, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask)) if m)
+
+
+@needs_inner
+def test_mlp_kernels_are_found_by_name(pair):
+    config, params, _, tunix_params = pair
+    sizes = _mlp_sizes(tunix_params)  # layers/i/mlp/{gate,up,down}_proj/kernel
+    assert len(sizes) == 3 * config.num_layers
+    assert sum(sizes) == sum(_mlp_sizes(params)) == 3 * config.num_layers * config.hidden_size * config.intermediate_size
+
+
 @needs_inner
 def test_meta_gradient_through_tunix_equals_ours(pair):
-    """3 SGD steps on the trajectory loss, query = answer loss, differentiated through the unroll.
-    Tunix's tensors are ours transposed / reshaped (a permutation of coordinates), under which SGD
-    is equivariant: the meta-loss and the meta-gradient's norm must agree."""
+    """3 SGD steps on the trajectory loss moving the MLP kernels, query = answer loss,
+    differentiated through the unroll. Tunix's tensors are ours transposed / reshaped (a
+    permutation of coordinates), under which SGD is equivariant: the meta-loss and the
+    meta-gradient's norm must agree."""
     config, params, lm, tunix_params = pair
     support, query = inner.prepare(lab_example(3), config), inner.prepare(lab_example(4), config)
-    v_ours, g_ours = jax.jit(jax.value_and_grad(meta_objective(config, support, query)))(params)
-    v_theirs, g_theirs = jax.jit(jax.value_and_grad(meta_objective(lm, support, query)))(tunix_params)
+    meta = functools.partial(meta_objective, support=support, query=query, trainable="mlp")
+    v_ours, g_ours = jax.jit(jax.value_and_grad(meta(config)))(params)
+    v_theirs, g_theirs = jax.jit(jax.value_and_grad(meta(lm)))(tunix_params)
     assert jax.tree.structure(g_theirs) == jax.tree.structure(tunix_params)
     np.testing.assert_allclose(float(v_theirs), float(v_ours), rtol=1e-5)
     np.testing.assert_allclose(_global_norm(g_theirs), _global_norm(g_ours), rtol=1e-4)
