@@ -7,7 +7,6 @@ finite differences for gradients."""
 
 import dataclasses
 import functools
-import inspect
 import math
 
 import jax
@@ -343,19 +342,6 @@ def test_errors_name_the_problem():
 
 # --- (d) through the probe and a second-order meta-gradient --------------------------------------
 
-def takes_causal_lm(fn) -> bool:
-    """Whether fn's `config=` is annotated to accept a CausalLM (the probe / inner loops before
-    issue 16's protocol took only our ModelConfig)."""
-    return "CausalLM" in str(inspect.signature(fn).parameters["config"].annotation)
-
-
-needs_probe = pytest.mark.skipif(not takes_causal_lm(metareason.probe.answer_loss_along_trajectory),
-                                 reason="metareason.probe.answer_loss_along_trajectory does not take a CausalLM yet")
-needs_inner = pytest.mark.skipif(not (takes_causal_lm(inner.answer_loss) and takes_causal_lm(inner.trajectory_loss)),
-                                 reason="metareason.inner.answer_loss / trajectory_loss do not take a CausalLM yet")
-
-
-@needs_probe
 def test_probe_over_the_adapter_equals_per_prefix_passes(case):
     contexts, cuts, probes, targets = probe_batch()
     batch = metareason.probe.ProbeBatch(contexts, np.full(len(contexts), contexts.shape[1]), cuts, probes, targets)
@@ -390,7 +376,6 @@ def unit_direction(params, key):
     return jax.tree.map(lambda x: x / norm, d)
 
 
-@needs_inner
 def test_second_order_meta_gradient_equals_finite_differences(case):
     support, query = inner.prepare(lab_example(1), case.lm), inner.prepare(lab_example(2), case.lm)
     f = jax.jit(meta_objective(case.lm, support, query))

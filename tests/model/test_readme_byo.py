@@ -5,10 +5,6 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import pytest
-from test_adapters import takes_causal_lm
-
-import metareason.inner
 
 MARKER = "# readme-example: bring-your-own-model"
 
@@ -21,8 +17,6 @@ def readme_block(marker: str) -> str:
     return blocks[0]
 
 
-@pytest.mark.skipif(not (hasattr(metareason.inner, "prepare_many") and takes_causal_lm(metareason.inner.answer_loss)),
-                    reason="needs metareason.inner.prepare_many and answer_loss / trajectory_loss taking a CausalLM")
 def test_bring_your_own_model_block_runs(capsys):
     ns = {"__name__": "readme"}
     exec(compile(readme_block(MARKER), "README.md:bring-your-own-model", "exec"), ns)

@@ -15,8 +15,7 @@ import pytest
 pytest.importorskip("tunix", reason="needs google-tunix 0.1.7 (pip install --no-deps google-tunix==0.1.7)")
 
 from reference import TINY, random_params  # noqa: E402
-from test_adapters import (lab_example, meta_objective, needs_inner, needs_probe, packed_losses,  # noqa: E402
-                           probe_batch)
+from test_adapters import lab_example, meta_objective, packed_losses, probe_batch  # noqa: E402
 from tunix.models.qwen2 import model as qwen2_model  # noqa: E402
 from tunix.models.qwen2 import params as qwen2_params  # noqa: E402
 
@@ -72,7 +71,6 @@ def test_packed_probe_equals_ours(pair):
     np.testing.assert_allclose(theirs, ours.mean, rtol=1e-5, atol=1e-5)
 
 
-@needs_probe
 def test_our_probe_over_tunix_equals_ours(pair):
     config, params, lm, tunix_params = pair
     contexts, cuts, probes, targets = probe_batch(seed=2)
@@ -91,7 +89,6 @@ def _mlp_sizes(params):
     return sorted(int(np.size(x)) for x, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask)) if m)
 
 
-@needs_inner
 def test_mlp_kernels_are_found_by_name(pair):
     config, params, _, tunix_params = pair
     sizes = _mlp_sizes(tunix_params)  # layers/i/mlp/{gate,up,down}_proj/kernel
@@ -99,7 +96,6 @@ def test_mlp_kernels_are_found_by_name(pair):
     assert sum(sizes) == sum(_mlp_sizes(params)) == 3 * config.num_layers * config.hidden_size * config.intermediate_size
 
 
-@needs_inner
 def test_meta_gradient_through_tunix_equals_ours(pair):
     """3 SGD steps on the trajectory loss moving the MLP kernels, query = answer loss,
     differentiated through the unroll. Tunix's tensors are ours transposed / reshaped (a
