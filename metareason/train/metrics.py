@@ -56,7 +56,7 @@ class MetricsWriter:
         self._file.flush()
         if self._tb is not None:
             for k, v in row.items():
-                if k not in ("step", "split") and v is not None:
+                if k not in ("step", "split") and isinstance(v, (int, float)):
                     self._tb.add_scalar(f"{split}/{k}", v, int(step))
 
     def close(self) -> None:
