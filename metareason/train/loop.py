@@ -11,7 +11,10 @@ evaluation and progress, around a step function.
 packed batch; GRPO: rollouts, then its minibatch updates). `metrics["finite"]` False means the
 step was not committed (the returned state is the last good one, `make_train_step`'s guarantee),
 and the loop stops with `TrainingDiverged`, naming the step and where (`where(step, metrics)`),
-leaving the checkpoints on disk the last good ones. Everything a step draws at random must be a
+leaving the checkpoints on disk the last good ones. The loop also checks every step's updated
+state (params and optimizer state: every floating leaf) is finite, so a finite loss with a
+non-finite update (e.g. an infinite learning rate) stops the run the same way, before anything
+of it is logged or saved. Everything a step draws at random must be a
 function of (seed, step) or of the resumed data iterator, so a resumed run ends bitwise equal
 to an uninterrupted one.
 """
@@ -24,31 +27,53 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import jax
+import jax.numpy as jnp
 from tqdm import tqdm
 
 from metareason.runs import Checkpointer, abstract_like
 from metareason.train.metrics import MetricsWriter
 
-__all__ = ["TrainingDiverged", "resume", "run_loop", "finish"]
+__all__ = ["TrainingDiverged", "resume", "run_loop", "finish", "state_finite"]
 
 StepFn = Callable[[Any, Any], tuple[Any, dict]]
 
 
 class TrainingDiverged(RuntimeError):
-    """A non-finite loss or gradient (names the step and the batch)."""
+    """A non-finite loss, gradient or updated state (names the step and the batch)."""
+
+    @staticmethod
+    def _good(ckpt: Checkpointer) -> str:
+        last = max(ckpt.steps(), default=None)
+        return f"step {last} in {ckpt.directory}" if last is not None else f"none yet ({ckpt.directory} is empty)"
 
     @classmethod
     def at(cls, metrics: dict, where: str, ckpt: Checkpointer) -> "TrainingDiverged":
         """The error for a step whose metrics are not finite; `where`: "step 7 (batch 6 ...)"."""
-        last = max(ckpt.steps(), default=None)
-        good = f"step {last} in {ckpt.directory}" if last is not None else f"none yet ({ckpt.directory} is empty)"
         return cls(f"non-finite loss ({float(metrics['loss'])}) or gradient norm ({float(metrics['grad_norm'])}) "
-                   f"at {where}; nothing from it was committed, the last good checkpoint is {good}")
+                   f"at {where}; nothing from it was committed, the last good checkpoint is {cls._good(ckpt)}")
+
+    @classmethod
+    def state_at(cls, where: str, ckpt: Checkpointer) -> "TrainingDiverged":
+        """The error for a step whose updated params or optimizer state are not finite."""
+        return cls(f"non-finite params or optimizer state after the update at {where} (loss and gradient norm "
+                   f"were finite: check the learning rate); it was neither logged nor saved, the last good "
+                   f"checkpoint is {cls._good(ckpt)}")
+
+
+@jax.jit
+def state_finite(state: Any) -> jax.Array:
+    """bool[]: every floating leaf of `state` (params, optimizer state) is finite everywhere."""
+    leaves = [jnp.isfinite(x).all() for x in jax.tree.leaves(state)
+              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
 def resume(ckpt: Checkpointer, state: Any, *, enabled: bool, out: Path) -> tuple[int, Any, dict]:
     """(start step, state, checkpoint extra): the newest intact checkpoint's when `enabled` and
-    there is one (restored into `state`'s shapes, dtypes and shardings), else (0, state, {})."""
+    there is one (restored into `state`'s shapes, dtypes and shardings), else (0, state, {}).
+    Refuses an unwritable checkpoint folder first (one line, before any step runs); damaged
+    checkpoints newer than the one resumed are moved aside (`Checkpointer.restore_latest`)."""
+    ckpt.check_writable()
     if enabled:
         restored = ckpt.restore_latest(abstract_like(state))
         if restored is not None:
@@ -69,12 +94,16 @@ def run_loop(state: Any, step_fn: StepFn, batches: Iterable, *, start_step: int,
 
     batches: the steps' inputs, the first one for step `start_step` (the loop ends early if they run out).
     After step s (done = s + 1):
-      - a non-finite step raises TrainingDiverged "at step {done} ({where(s, metrics)})";
+      - a non-finite step (loss, gradient norm, or any floating leaf of the updated state) raises
+        TrainingDiverged "at step {done} ({where(s, metrics)})";
       - every `log_every` and at the end, `train_row(done, state, window, seconds)` (window: the
         host metrics of the steps since the last row; seconds: wall time since the loop started) is
         written to `metrics` as split "train" and its `postfix` keys shown on the progress bar;
       - every `eval_every` (0: never) but the last, `evaluate(state)` is written as "validation";
       - every `checkpoint_every` and at the end, the state is saved with `checkpoint_extra(done)`."""
+    for name, every in (("log_every", log_every), ("checkpoint_every", checkpoint_every)):
+        if every < 1:
+            raise ValueError(f"{name} must be at least 1, got {every}")
     window: list[dict] = []
     t0 = time.perf_counter()
     pbar = tqdm(range(start_step, num_steps), initial=start_step, total=num_steps, desc=desc, unit="step")
@@ -84,6 +113,8 @@ def run_loop(state: Any, step_fn: StepFn, batches: Iterable, *, start_step: int,
             done = step + 1
             if not bool(m["finite"]):
                 raise TrainingDiverged.at(m, f"step {done} ({where(step, m)})", checkpointer)
+            if not bool(state_finite(state)):
+                raise TrainingDiverged.state_at(f"step {done} ({where(step, m)})", checkpointer)
             window.append(m)
             if done % log_every == 0 or done == num_steps:
                 row = train_row(done, state, jax.device_get(window), time.perf_counter() - t0)

@@ -1,11 +1,29 @@
-"""Metrics as JSONL (one object per line: step, split, values) and TensorBoard event files."""
+"""Metrics as JSONL (one object per line: step, split, values) and TensorBoard event files.
+metrics.jsonl is strict JSON: a non-finite value (NaN, +-inf) is written as null."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 __all__ = ["MetricsWriter"]
+
+
+def _json_safe(value: Any) -> Any:
+    """`value` with every non-finite float (also numpy / JAX scalars) replaced by None."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (bool, int, str)) or value is None:
+        return value
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return value
+    return f if math.isfinite(f) else None
 
 
 class MetricsWriter:
@@ -32,11 +50,14 @@ class MetricsWriter:
             self._tb = None
 
     def write(self, step: int, split: str, values: dict[str, float]) -> None:
-        self._file.write(json.dumps({"step": int(step), "split": split, **values}) + "\n")
+        """One row; non-finite values are written as null (and left out of TensorBoard)."""
+        row = _json_safe({"step": int(step), "split": split, **values})
+        self._file.write(json.dumps(row, allow_nan=False) + "\n")
         self._file.flush()
         if self._tb is not None:
-            for k, v in values.items():
-                self._tb.add_scalar(f"{split}/{k}", v, int(step))
+            for k, v in row.items():
+                if k not in ("step", "split") and isinstance(v, (int, float)):
+                    self._tb.add_scalar(f"{split}/{k}", v, int(step))
 
     def close(self) -> None:
         self._file.close()

@@ -44,6 +44,13 @@ class RunOptions:
     """Numerics of the model, NAME=VALUE,... (`ModelConfig.NUMERICS`), e.g.
     "compute_dtype=bfloat16,remat=full,attention_impl=chunked,loss_chunk=1024" for long sequences."""
 
+    def validate(self) -> None:
+        """Raises a one-line ValueError naming a field out of range (before anything is written)."""
+        for name in ("checkpoint_every", "keep_checkpoints"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+
     def to_json(self) -> dict:
         """The config as config.json holds it (`resume` and `mesh` left out: how, not what, to run)."""
         d = dataclasses.asdict(self)
@@ -75,7 +82,8 @@ def start_run(cfg: RunOptions, config_class: type) -> tuple[Path, Placement, Loa
     """(run folder, placement, starting model) of a run: opens `cfg.out` (`open_run_dir`; the
     defaults of `config_class` fill fields an older config.json lacks), loads the starting model,
     refuses a Hugging Face model on lab data, and records the model's config (and the Hugging
-    Face tokenizer, so the run loads as that model does)."""
+    Face tokenizer, so the run loads as that model does). The options are validated first."""
+    cfg.validate()
     out = open_run_dir(cfg.out, cfg.to_json(), cfg.resume, defaults_json(config_class))
     place = Placement.from_text(cfg.mesh)
     start = start_model(cfg, place)

@@ -76,3 +76,39 @@ def test_resume_disabled_starts_fresh(tmp_path):
     ckpt.save(4, {"total": jnp.float32(10), "count": jnp.int32(4)}, {})
     assert resume(ckpt, _zero(), enabled=False, out=tmp_path)[0] == 0
     ckpt.close()
+
+
+def test_a_non_finite_update_with_a_finite_loss_stops_before_it_is_saved_or_logged(tmp_path):
+    def step(state, batch):  # the loss is finite, the update is not (as with an infinite learning rate)
+        new = {"total": state["total"] + batch, "count": state["count"] + 1,
+               "moment": state["moment"] * batch}
+        return new, {"loss": jnp.float32(1), "grad_norm": jnp.float32(1), "finite": jnp.bool_(True)}
+
+    ckpt = Checkpointer(tmp_path / "checkpoints", keep=10)
+    metrics = MetricsWriter(tmp_path)
+    batches = iter([jnp.float32(x) for x in (1, 2, 3, 4, np.inf, 6)])
+    with pytest.raises(TrainingDiverged, match=r"non-finite params or optimizer state after the update at step 5 "
+                                               r"\(batch 4\).*neither logged nor saved, the last good checkpoint "
+                                               r"is step 4 in "):
+        run_loop({**_zero(), "moment": jnp.ones(3)}, step, batches, start_step=0, num_steps=6, checkpointer=ckpt,
+                 metrics=metrics, log_every=1, checkpoint_every=1, train_row=lambda d, st, w, s: {"loss": 1.0})
+    metrics.close()
+    assert Checkpointer(tmp_path / "checkpoints").steps() == [1, 2, 3, 4]
+    assert [r["step"] for r in _rows(tmp_path)] == [1, 2, 3, 4]
+
+
+def test_metrics_jsonl_is_strict_json(tmp_path):
+    metrics = MetricsWriter(tmp_path)
+    metrics.write(1, "train", {"loss": float("nan"), "lr": np.float32(np.inf), "gap": -np.inf, "ok": 0.5,
+                               "n": 3, "per": {"a": np.nan}})
+    metrics.close()
+    line = (tmp_path / "metrics.jsonl").read_text()
+    assert json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in metrics.jsonl")) == {
+        "step": 1, "split": "train", "loss": None, "lr": None, "gap": None, "ok": 0.5, "n": 3, "per": {"a": None}}
+
+
+@pytest.mark.parametrize("field", ["log_every", "checkpoint_every"])
+def test_every_below_one_is_refused(tmp_path, field):
+    with pytest.raises(ValueError, match=f"{field} must be at least 1, got 0$"):
+        run_loop(_zero(), _step, iter([]), start_step=0, num_steps=4, checkpointer=Checkpointer(tmp_path / "ck"),
+                 metrics=None, train_row=None, **{"log_every": 1, "checkpoint_every": 1, field: 0})
