@@ -29,10 +29,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 SKIP = re.compile(r"<!--\s*readme-test:\s*skip\s*\((?P<reason>[^)]*)\)\s*-->")
 ELSEWHERE = re.compile(r"<!--\s*readme-[\w-]+-example:\s*(?P<test>\S+)")
 
-#: Blocks not run here, by (language, first line of code): the reason.
-EXPECTED_SKIPS = {
-    ("python", "import functools, jax, optax"): "runs in tests/inner/test_readme_meta.py",
-}
+#: Blocks skipped by a `readme-test: skip` marker, by (language, first line of code): the reason.
+#: (Blocks another test runs are listed too, and their test file must exist.)
+EXPECTED_SKIPS: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,7 @@ class Block:
     line: int  # 1-based line of the opening fence
     code: str
     skip: str | None  # why it is not run here, or None
+    elsewhere: str | None = None  # the test file that runs it instead
 
     @property
     def id(self) -> str:
@@ -62,12 +62,13 @@ def readme_blocks(text: str | None = None) -> list[Block]:
             j += 1
         code = textwrap.dedent("\n".join(lines[start + 1:j])) + "\n"
         before = lines[start - 1] if start else ""
-        skip = None
+        skip = elsewhere = None
         if s := SKIP.search(before):
             skip = s.group("reason")
         elif e := ELSEWHERE.search(before):
             skip = f"runs in {e.group('test')}"
-        blocks.append(Block(lang, start + 1, code, skip))
+            elsewhere = e.group("test")
+        blocks.append(Block(lang, start + 1, code, skip, elsewhere))
         i = j + 1
     return blocks
 
@@ -142,9 +143,14 @@ def test_bash_commands_parse(block):
 
 
 def test_skipped_blocks_are_the_listed_ones():
-    skipped = {(b.lang, b.code.splitlines()[0]): b.skip for b in BLOCKS if b.skip is not None}
-    print(f"{len(skipped)} README block(s) not run here:", *(f"{k}: {v}" for k, v in skipped.items()), sep="\n  ")
+    not_run = [b for b in BLOCKS if b.skip is not None]
+    print(f"{len(not_run)} README block(s) not run here:", *(f"{b.id}: {b.skip}" for b in not_run), sep="\n  ")
+    skipped = {(b.lang, b.code.splitlines()[0]): b.skip for b in not_run if b.elsewhere is None}
     assert skipped == EXPECTED_SKIPS
+    for b in not_run:
+        if b.elsewhere is not None:
+            assert (README.parent / b.elsewhere).is_file(), f"{b.id}: {b.elsewhere} does not exist"
+            assert "README" in (README.parent / b.elsewhere).read_text(), f"{b.elsewhere} does not read README.md"
     assert len(PYTHON) >= 8 and len(BASH) >= 6  # the parser found the blocks
     assert sum(len(command_lines(b.code)) for b in BASH) >= 15
 
