@@ -12,7 +12,7 @@ that encodes every lab text to the lab's ids) with a `tokenizer_config.json`, an
 pad ids in config.json. `transformers.AutoModelForCausalLM` loads the folder, and
 `transformers.PreTrainedTokenizerFast.from_pretrained` the lab tokenizer (transformers 5's
 `AutoTokenizer` picks the family's own tokenizer class from config.json instead);
-`metareason.load` reads the folder back as a Hugging Face folder (kind "hf").
+`metareason.load` reads the folder back (an exported lab run as kind "lab", with its lab config).
 
 The target must not exist or be an empty directory; the folder is written beside it and renamed
 into place, so it appears whole or not at all.

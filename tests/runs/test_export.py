@@ -80,6 +80,8 @@ def test_lab_run_through_transformers(lab_run, tmp_path):
     assert np.abs(ours).max() > 0.1  # a signal, not zeros
     back = metareason.load(out)
     _assert_same(back.params, m.params)
+    assert back.kind == "lab" and back.lab == m.lab and back.format.prompt({"question": "add 1 + 2 ?"}) == \
+        m.format.prompt({"question": "add 1 + 2 ?"})  # a lab model again, prompted as the lab
     assert back.config.to_hf_config() == m.config.to_hf_config()  # the architecture (numerics are not in config.json)
     record = json.loads((out / "metareason_export.json").read_text())
     assert record["kind"] == "lab" and record["step"] == 8 and record["source"]["run"] == "sft"
