@@ -23,8 +23,8 @@ import tyro
 from metareason.demo import DemoConfig, run_demo
 from metareason.evaluate.run import EvalConfig, run_eval
 from metareason.parallel import initialize_distributed
-from metareason.runs.export import ExportConfig, run_export
 from metareason.probe.run import ProbeConfig, run_probe
+from metareason.runs.export import ExportConfig, run_export
 from metareason.selfcheck import SelfCheck, run_selfcheck
 from metareason.train.presets import rl_presets, train_presets
 from metareason.train.rl import GRPOConfig, train_grpo
