@@ -10,6 +10,7 @@ its fields and docstrings into flags and help); the work lives in library functi
     metareason probe --model runs/my-run --out runs/my-probe
     metareason demo
     metareason compare --model runs/my-run --out runs/my-compare
+    metareason export runs/my-run hf/my-run
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from metareason.demo import DemoConfig, run_demo
 from metareason.evaluate.run import EvalConfig, run_eval
 from metareason.parallel import initialize_distributed
 from metareason.probe.run import ProbeConfig, run_probe
+from metareason.runs.export import ExportConfig, run_export
 from metareason.selfcheck import SelfCheck, run_selfcheck
 from metareason.train.presets import rl_presets, train_presets
 from metareason.train.rl import GRPOConfig, train_grpo
 from metareason.train.sft import SFTConfig, train_sft
 
-USAGE = "usage: metareason {selfcheck,train,rl,eval,probe,demo,compare} [--help]"
+USAGE = "usage: metareason {selfcheck,train,rl,eval,probe,demo,compare,export} [--help]"
 
 
 def _preset_cli(argv: list[str], cls, presets: dict, default: str, prog: str, what: str):
@@ -105,8 +107,14 @@ def _compare(argv: list[str]) -> None:
     print(f"wrote {cfg.out}/summary.md, results.json, compare.jsonl and {len(res['figures'])} figures")
 
 
+def _export(argv: list[str]) -> None:
+    """Write a run (any kept step) as a Hugging Face folder that transformers loads."""
+    cfg = tyro.cli(ExportConfig, args=argv, prog="metareason export")
+    print(f"wrote {run_export(cfg)}")
+
+
 COMMANDS = {"selfcheck": _selfcheck, "train": _train, "rl": _rl, "eval": _eval, "probe": _probe, "demo": _demo,
-            "compare": _compare}
+            "compare": _compare, "export": _export}
 
 
 def main(argv: list[str] | None = None) -> None:

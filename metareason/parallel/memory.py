@@ -22,7 +22,7 @@ from typing import Mapping
 from metareason.model.params import flatten, param_axes, param_shapes
 from metareason.parallel.rules import spec_for
 
-__all__ = ["MemoryEstimate", "param_bytes_per_device", "train_step_memory", "sampling_memory"]
+__all__ = ["MemoryEstimate", "axis_sizes", "param_bytes_per_device", "train_step_memory", "sampling_memory"]
 
 _BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
 GiB = 2 ** 30
@@ -54,7 +54,20 @@ class MemoryEstimate:
                          [f"| {name} | {value / GiB:.2f} |" for name, value in rows if value or name == "total"])
 
 
-def _mesh(mesh: Mapping[str, int]):
+def axis_sizes(mesh) -> dict[str, int]:
+    """{axis: size} of `mesh`: a mapping ({"data": 1, "fsdp": 64, "tensor": 4}), a `jax.sharding.Mesh`
+    (e.g. from `make_mesh`) or None (one device)."""
+    if mesh is None:
+        return {"data": 1, "fsdp": 1, "tensor": 1}
+    if isinstance(mesh, Mapping):
+        return {str(k): int(v) for k, v in mesh.items()}
+    if hasattr(mesh, "axis_names") and hasattr(mesh, "shape"):  # a jax.sharding.Mesh
+        return {str(k): int(v) for k, v in dict(mesh.shape).items()}
+    raise TypeError(f"mesh must be a jax.sharding.Mesh or a mapping of axis sizes, got {type(mesh).__name__}")
+
+
+def _mesh(mesh):
+    mesh = axis_sizes(mesh)
     names = tuple(mesh)
     return SimpleNamespace(axis_names=names, axis_sizes=tuple(int(mesh[n]) for n in names))
 
@@ -68,9 +81,9 @@ def _split(spec, sizes: dict[str, int]) -> int:
     return n
 
 
-def param_bytes_per_device(config, mesh: Mapping[str, int], dtype: str | None = None) -> int:
+def param_bytes_per_device(config, mesh, dtype: str | None = None) -> int:
     """Bytes of one copy of the params (in `dtype`, default the params' dtype) on one device of
-    `mesh` ({axis: size}), laid out by the logical-axis rules."""
+    `mesh` ({axis: size} or a `jax.sharding.Mesh`), laid out by the logical-axis rules."""
     m = _mesh(mesh)
     sizes = dict(zip(m.axis_names, m.axis_sizes))
     axes = flatten(param_axes(config))
@@ -111,16 +124,17 @@ def _layer_activation_bytes(config, b: int, s: int, h: int, k: int, f: int) -> i
     return tokens * per_token * _BYTES[config.compute_dtype] + scores * 4  # scores in float32
 
 
-def train_step_memory(config, *, batch: int, seq: int, mesh: Mapping[str, int] | None = None,
+def train_step_memory(config, *, batch: int, seq: int, mesh=None,
                       optimizer_moments: int = 2, optimizer_dtype: str | None = None) -> MemoryEstimate:
     """Per-device memory of `metareason.train.step` (AdamW: two moments) on `batch` packed rows of
-    `seq` tokens, on `mesh` ({"data": .., "fsdp": .., "tensor": ..}; default one device).
+    `seq` tokens, on `mesh` ({"data": .., "fsdp": .., "tensor": ..} or a `jax.sharding.Mesh`;
+    default one device).
 
     Gradients and optax's AdamW moments come in the params' dtype (`optimizer_dtype` to say
     otherwise). Activations follow `config.remat`: "none" keeps every layer's tensors; "full" keeps each
     layer's input and recomputes one layer at a time in the backward pass; "dots" /
     "dots_no_batch" keep the matmul outputs (about half)."""
-    mesh = dict(mesh or {"data": 1, "fsdp": 1, "tensor": 1})
+    mesh = axis_sizes(mesh)
     t = mesh.get("tensor", 1)
     b = _local(batch, mesh.get("data", 1) * mesh.get("fsdp", 1))
     h, k, f = _local(config.num_heads, t), _local(config.num_kv_heads, t), _local(config.intermediate_size, t)
@@ -142,11 +156,11 @@ def train_step_memory(config, *, batch: int, seq: int, mesh: Mapping[str, int] |
     return MemoryEstimate(params=params, gradients=grads, optimizer=opt, activations=int(acts), logits=logits)
 
 
-def sampling_memory(config, *, batch: int, max_len: int, mesh: Mapping[str, int] | None = None,
+def sampling_memory(config, *, batch: int, max_len: int, mesh=None,
                     cache_dtype: str | None = None) -> MemoryEstimate:
     """Per-device memory of `metareason.sample.generate`: params, the KV cache [L, B, K, T, Dh] for
     `batch` rows of `max_len` slots (split on "batch" and "kv_heads"), and one step's logits."""
-    mesh = dict(mesh or {"data": 1, "fsdp": 1, "tensor": 1})
+    mesh = axis_sizes(mesh)
     t = mesh.get("tensor", 1)
     b = _local(batch, mesh.get("data", 1) * mesh.get("fsdp", 1))
     k = _local(config.num_kv_heads, t)

@@ -6,12 +6,15 @@
 
 The run folder (`open_run_dir`, `copy_tokenizer`, `metareason.runs.folder`), its checkpoints
 (`Checkpointer`: orbax steps with checksums, `metareason.runs.checkpoint`) and `load`
-(`metareason.runs.load`). Trainer configs live above, in `metareason.train`: loading needs none.
+(`metareason.runs.load`); `export(run, hf_dir)` writes any of them as a Hugging Face folder
+(`metareason.runs.export`). Trainer configs live above, in `metareason.train`: loading needs none.
 """
 
 from metareason.runs.checkpoint import CheckpointDamaged, Checkpointer, abstract_like
+from metareason.runs.export import ExportConfig, ExportError, export, run_export
 from metareason.runs.folder import WEIGHT_FILES, copy_tokenizer, defaults_json, open_run_dir
 from metareason.runs.load import LoadedModel, lab_config_from_json, load, restore_params, run_kind
 
 __all__ = ["CheckpointDamaged", "Checkpointer", "abstract_like", "WEIGHT_FILES", "copy_tokenizer", "defaults_json",
-           "open_run_dir", "LoadedModel", "lab_config_from_json", "load", "restore_params", "run_kind"]
+           "open_run_dir", "LoadedModel", "lab_config_from_json", "load", "restore_params", "run_kind", "ExportConfig",
+           "ExportError", "export", "run_export"]

@@ -9,7 +9,8 @@ A run folder is read as data: its config.json (the trainer's config as JSON; no 
 needed), its model_config.json and the params alone from the checkpoint (an orbax partial restore:
 the optimizer state is never read, so its structure need not be known). A run started from a
 Hugging Face model (it has `tokenizer/`) loads as kind "hf" with that tokenizer; any other run is a
-lab model (kind "lab") with its lab config.
+lab model (kind "lab") with its lab config; so is a lab run exported by `metareason export` (its
+metareason_export.json names the lab).
 """
 
 from __future__ import annotations
@@ -140,6 +141,11 @@ def _load_hf(path: Path, mesh, overrides: dict) -> LoadedModel:
                       else load_hf_sharded(path, mesh, **overrides))
     provenance = {"path": str(path), "run": "hf", "step": None,
                   "config_digest": _digest(json.loads((path / "config.json").read_text()))}
+    exported = path / "metareason_export.json"  # a lab run written by `metareason export`: a lab model again
+    if exported.exists():
+        record = json.loads(exported.read_text())
+        if record.get("kind") == "lab" and isinstance(record.get("lab"), dict):
+            return LoadedModel.wrap(config, params, lab=lab_config_from_json(record["lab"]), provenance=provenance)
     return LoadedModel.wrap(config, params, tokenizer=HFTokenizer.from_dir(path), provenance=provenance)
 
 

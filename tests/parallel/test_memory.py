@@ -74,3 +74,18 @@ def test_sharded_train_step_memory_per_device():
     assert abs(got.argument_size_in_bytes - 4 * 4 * 256 * 4 - 20 - est.state) < 0.01 * est.state
     ratio = (est.gradients + est.activations + est.logits) / got.temp_size_in_bytes
     assert 0.6 < ratio < 1.4, ratio
+
+
+def test_a_mesh_object_is_read_as_its_axis_sizes():
+    from metareason.parallel.memory import sampling_memory
+
+    config = ModelConfig(family="qwen2", vocab_size=512, hidden_size=64, intermediate_size=128, num_layers=2,
+                         num_heads=4, num_kv_heads=2)
+    mesh = make_mesh(MeshConfig(data=1, fsdp=4, tensor=2))
+    sizes = {"data": 1, "fsdp": 4, "tensor": 2}
+    assert train_step_memory(config, batch=8, seq=64, mesh=mesh) == train_step_memory(config, batch=8, seq=64, mesh=sizes)
+    assert sampling_memory(config, batch=8, max_len=64, mesh=mesh) == sampling_memory(config, batch=8, max_len=64,
+                                                                                      mesh=sizes)
+    assert train_step_memory(config, batch=8, seq=64, mesh=mesh) != train_step_memory(config, batch=8, seq=64)
+    with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh or a mapping"):
+        train_step_memory(config, batch=8, seq=64, mesh="1x4x2")
