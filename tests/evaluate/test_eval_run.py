@@ -47,6 +47,7 @@ def test_lab_eval_rows_metrics_and_resume(tmp_path, lab_model):
     # resume: drop two rows (one in the middle of a batch) and a half-written line
     b = tmp_path / "b"
     b.mkdir()
+    (b / "provenance.json").write_bytes((tmp_path / "a" / "provenance.json").read_bytes())  # a's, moved
     kept = [r for i, r in enumerate(rows) if i not in (1, 4)]
     (b / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept) + '{"dataset": "lab:te')
     run_eval(EvalConfig(**{**cfg.__dict__, "out": b}), model=lab_model)
