@@ -2,6 +2,7 @@
 folder the command did not write is refused with nothing changed on disk; `--overwrite` moves the
 old folder aside; a copied run folder resumes to the same result as the original."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -133,3 +134,30 @@ def test_a_copied_run_resumes_like_the_original(tmp_path):
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert json.loads((copy / "config.json").read_text())["out"] == str(copy)
+
+
+# -- probe: its folder names the model, data and settings ------------------------------------------
+
+def test_probe_refuses_another_model_or_settings_with_nothing_changed(tmp_path):
+    from metareason.probe.run import ProbeConfig, run_probe
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    model_a, _, _, data = tiny_hf_dir(tmp_path / "a")
+    model_b, _, _, _ = tiny_hf_dir(tmp_path / "b", initializer_range=0.2)
+    cfg = ProbeConfig(model=model_a, data=str(data), out=tmp_path / "probe", max_questions=1, every=2)
+    run_probe(cfg)
+    saved = json.loads((tmp_path / "probe" / "provenance.json").read_text())
+    assert saved["created_by"] == "probe" and saved["fingerprint"]["every"] == 2
+    before = tree_hash(tmp_path / "probe")
+    for change, field in [(dict(model=model_b), r"model\.config, model\.files\)"), (dict(every=1), r"every\)"),
+                          (dict(model_overrides="compute_dtype=bfloat16"), r"model\.config, model_overrides\)")]:
+        with pytest.raises(ProvenanceError, match=rf"differs in: {field}"):
+            run_probe(dataclasses.replace(cfg, **change))
+        assert tree_hash(tmp_path / "probe") == before
+    for inside in (model_a, data, tmp_path / "a"):  # the model, the data file, a folder holding them
+        with pytest.raises(ProvenanceError, match="is .or holds. the input"):
+            run_probe(dataclasses.replace(cfg, out=inside))
+    with pytest.raises(ProvenanceError, match="is a file"):
+        run_probe(dataclasses.replace(cfg, out=model_a / "config.json"))
+    assert tree_hash(tmp_path / "probe") == before
