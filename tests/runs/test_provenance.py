@@ -161,3 +161,16 @@ def test_probe_refuses_another_model_or_settings_with_nothing_changed(tmp_path):
     with pytest.raises(ProvenanceError, match="is a file"):
         run_probe(dataclasses.replace(cfg, out=model_a / "config.json"))
     assert tree_hash(tmp_path / "probe") == before
+
+
+def test_a_run_written_before_provenance_existed_is_adopted_on_resume(tmp_path):
+    run = tmp_path / "run"
+    sft.train_sft(_tiny(run, steps=4))
+    (run / "provenance.json").unlink()  # as a run of an earlier version left it: config.json + checkpoints
+    with pytest.raises(ProvenanceError, match="already holds a run; pass --resume"):
+        sft.train_sft(_tiny(run, steps=4))
+    with pytest.raises(ProvenanceError, match="differs in: batch_size"):
+        sft.train_sft(_tiny(run, steps=4, batch_size=2, resume=True))
+    assert not (run / "provenance.json").exists()
+    sft.train_sft(_tiny(run, steps=4, resume=True))
+    assert json.loads((run / "provenance.json").read_text())["created_by"] == "train"
