@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 
 from metareason.evaluate.passk import mg_pass_at_k, pass_at_k  # noqa: E402
 from metareason.evaluate.run import EvalConfig, run_eval  # noqa: E402
-from metareason.runs import fingerprint, open_output  # noqa: E402
+from metareason.runs import defaults_json, fingerprint, open_output, run_differences  # noqa: E402
 from metareason.stats import mean_interval, paired_difference  # noqa: E402
 from metareason.tasks.lab import LabConfig, lab_records  # noqa: E402
 from metareason.train.rl import GRPOConfig, train_grpo  # noqa: E402
@@ -72,6 +72,10 @@ def machine() -> dict:
 def _run(train, cfg, label: str) -> Path:
     out = Path(cfg.out)
     if (out / "summary.json").exists():
+        diff = run_differences(out, cfg.to_json(), defaults_json(type(cfg)))
+        if diff:
+            raise SystemExit(f"[{label}] {out} holds a finished run of other settings (differs in: "
+                             f"{', '.join(diff)}); choose another --work")
         print(f"[{label}] reusing {out}", flush=True)
         return out
     t0 = time.perf_counter()

@@ -11,11 +11,11 @@ Every output folder records what produced it in provenance.json and is opened th
 """
 
 from metareason.runs.checkpoint import CheckpointDamaged, Checkpointer, abstract_like
-from metareason.runs.folder import WEIGHT_FILES, copy_tokenizer, defaults_json, open_run_dir
+from metareason.runs.folder import WEIGHT_FILES, copy_tokenizer, defaults_json, open_run_dir, run_differences
 from metareason.runs.load import LoadedModel, lab_config_from_json, load, restore_params, run_kind
 from metareason.runs.provenance import (ProvenanceError, data_identity, fingerprint, model_identity, move_aside,
                                         open_output)
 
 __all__ = ["CheckpointDamaged", "Checkpointer", "abstract_like", "WEIGHT_FILES", "copy_tokenizer", "defaults_json",
-           "open_run_dir", "LoadedModel", "lab_config_from_json", "load", "restore_params", "run_kind",
+           "open_run_dir", "run_differences", "LoadedModel", "lab_config_from_json", "load", "restore_params", "run_kind",
            "ProvenanceError", "data_identity", "fingerprint", "model_identity", "move_aside", "open_output"]

@@ -18,7 +18,7 @@ from pathlib import Path
 from metareason.runs.provenance import (_NOT_IDENTITY, PROVENANCE, ProvenanceError, differences, fingerprint,
                                          open_output)
 
-__all__ = ["open_run_dir", "copy_tokenizer", "WEIGHT_FILES", "defaults_json"]
+__all__ = ["open_run_dir", "run_differences", "copy_tokenizer", "WEIGHT_FILES", "defaults_json"]
 
 WEIGHT_FILES = ("config.json", "*.safetensors", "*.bin", "*.index.json", "*.pt")
 """What `copy_tokenizer` leaves behind: the model's config and weights."""
@@ -44,6 +44,16 @@ def _identity(config: dict) -> dict:
     return {k: v for k, v in json.loads(json.dumps(config, default=str)).items() if k not in _NOT_IDENTITY}
 
 
+def run_differences(out: str | Path, config: dict, defaults: dict | None = None) -> list[str]:
+    """The fields in which the run in `out` (its config.json) differs from `config` (a trainer's
+    `to_json()`), leaving out where and how it runs (`out`, `resume`, `mesh`, `overwrite`); a field
+    the file lacks counts as its value in `defaults`. Raises FileNotFoundError without config.json."""
+    saved = _identity(json.loads((Path(out) / "config.json").read_text()))
+    current = _identity(config)
+    saved = {**{k: v for k, v in _identity(defaults or {}).items() if k in current}, **saved}
+    return differences(saved, current)
+
+
 def open_run_dir(out: str | Path, config: dict, resume: bool, defaults: dict | None = None, *,
                  overwrite: bool = False, created_by: str = "train", inputs=(), extra: dict | None = None) -> Path:
     """Opens the run folder `out` (absolute; `metareason.runs.open_output`: its provenance.json
@@ -67,9 +77,7 @@ def open_run_dir(out: str | Path, config: dict, resume: bool, defaults: dict | N
         if not resume:
             raise ProvenanceError(f"{out} already holds a run; pass --resume to continue it, --overwrite to move "
                                   "it aside, or choose another --out")
-        saved = _identity(json.loads(cfg_file.read_text()))
-        saved = {**{k: v for k, v in defaults.items() if k in fp}, **saved}
-        diff = differences(saved, _identity(config))
+        diff = run_differences(out, config, defaults)
         if diff:
             raise ProvenanceError(f"--resume with a different config than {cfg_file} (differs in: {', '.join(diff)})")
         (out / PROVENANCE).write_text(json.dumps({"created_by": created_by, "fingerprint": fp}, indent=2))

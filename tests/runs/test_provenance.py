@@ -174,3 +174,29 @@ def test_a_run_written_before_provenance_existed_is_adopted_on_resume(tmp_path):
     assert not (run / "provenance.json").exists()
     sft.train_sft(_tiny(run, steps=4, resume=True))
     assert json.loads((run / "provenance.json").read_text())["created_by"] == "train"
+
+
+# -- experiment scripts -----------------------------------------------------------------------------
+
+def test_experiments_write_under_runs_and_refuse_stale_runs(tmp_path):
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(root / "experiments"))
+    import common
+
+    a = common.parser("doc", "sft_vs_grpo").parse_args([])
+    assert a.out == root / "runs" / "experiments" / "sft_vs_grpo"  # git-ignored; never experiments/results/
+    a = common.parser("doc", "sft_vs_grpo").parse_args(["--out", str(tmp_path / "res"), "--quick"])
+    common.open_results(a)
+    (tmp_path / "res" / "results.json").write_text("{}")
+    before = tree_hash(tmp_path / "res")
+    b = common.parser("doc", "sft_vs_grpo").parse_args(["--out", str(tmp_path / "res"), "--n", "4"])
+    with pytest.raises(ProvenanceError, match=r"differs in: n, quick\)"):
+        common.open_results(b)
+    assert tree_hash(tmp_path / "res") == before
+    # a finished run in --work is reused only with the same config
+    cfg = _tiny(tmp_path / "work" / "sft", steps=4)
+    common.sft(cfg, "sft")
+    with pytest.raises(SystemExit, match="differs in: batch_size"):
+        common.sft(_tiny(tmp_path / "work" / "sft", steps=4, batch_size=2), "sft")
