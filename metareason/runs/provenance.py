@@ -157,6 +157,11 @@ def _read(out: Path) -> dict | None:
     return saved
 
 
+def _holds_anything(out: Path) -> bool:
+    """Whether `out` is a directory with entries (a provenance record cut short by a kill does not count)."""
+    return out.is_dir() and any(p.name != f".{PROVENANCE}.tmp" for p in out.iterdir())
+
+
 def open_output(out: str | Path, fingerprint: dict, *, resume: bool, overwrite: bool, created_by: str,
                 inputs: Iterable[str | Path | None] = (), defaults: dict | None = None,
                 started: Callable[[Path], bool] | None = None) -> Path:
@@ -176,12 +181,12 @@ def open_output(out: str | Path, fingerprint: dict, *, resume: bool, overwrite: 
             raise ProvenanceError(f"the output folder {out} is (or holds) the input {src}; choose another --out")
     if out.exists() and not out.is_dir():
         raise ProvenanceError(f"{out} is a file, not an output folder; choose another --out")
-    if overwrite and out.is_dir() and any(out.iterdir()):
+    if overwrite and _holds_anything(out):
         here = Path.cwd().absolute()
         if out == here or out in here.parents:
             raise ProvenanceError(f"--overwrite would move the current directory {out} aside; choose another --out")
         move_aside(out)
-    if out.is_dir() and any(out.iterdir()):
+    if _holds_anything(out):
         saved = _read(out)
         if saved is None:
             raise ProvenanceError(f"{out} is not empty and was not written by metareason {created_by} (no "
