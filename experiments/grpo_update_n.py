@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import arm_metrics, evaluate, grpo, machine, open_results, paired, parser, question_file, save_figure, sft, table
+from common import (arm_metrics, evaluate, grpo, machine, open_results, paired, parser, question_file,
+                    save_figure, sft, table)
 
 from metareason.tasks.lab import LabConfig
 from metareason.train.grpo import GRPOLossConfig

@@ -24,7 +24,8 @@ import json
 import time
 
 import numpy as np
-from common import arm_metrics, bars, ci, evaluate, grpo, machine, open_results, paired, parser, question_file, save_figure, sft, table
+from common import (arm_metrics, bars, ci, evaluate, grpo, machine, open_results, paired, parser, question_file,
+                    save_figure, sft, table)
 
 from metareason.stats import paired_difference
 from metareason.tasks.lab import LabConfig

@@ -120,7 +120,8 @@ def _run_probe(cfg: ProbeConfig, model: LoadedModel) -> dict:
     if model.kind != "lab":
         model = model.with_think_prefix(cfg.think_prefix)
     out = open_output(cfg.out, probe_fingerprint(cfg, model), resume=True, overwrite=cfg.overwrite,
-                      created_by="probe", inputs=(model.provenance.get("path"), None if cfg.data == "lab" else cfg.data))
+                      created_by="probe",
+                      inputs=(model.provenance.get("path"), None if cfg.data == "lab" else cfg.data))
     fmt = model.format
     if model.kind == "lab":
         if cfg.data != "lab":

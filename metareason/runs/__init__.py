@@ -5,7 +5,8 @@
     m = load("path/to/hf-model")             # a Hugging Face folder
 
 Every output folder records what produced it in provenance.json and is opened through one gate
-(`open_output`, `fingerprint`, `metareason.runs.provenance`). The run folder (`open_run_dir`, `copy_tokenizer`, `metareason.runs.folder`), its checkpoints
+(`open_output`, `fingerprint`, `metareason.runs.provenance`). The run folder (`open_run_dir`,
+`copy_tokenizer`, `metareason.runs.folder`), its checkpoints
 (`Checkpointer`: orbax steps with checksums, `metareason.runs.checkpoint`) and `load`
 (`metareason.runs.load`). Trainer configs live above, in `metareason.train`: loading needs none.
 """
@@ -17,5 +18,5 @@ from metareason.runs.provenance import (ProvenanceError, data_identity, fingerpr
                                         open_output)
 
 __all__ = ["CheckpointDamaged", "Checkpointer", "abstract_like", "WEIGHT_FILES", "copy_tokenizer", "defaults_json",
-           "open_run_dir", "run_differences", "LoadedModel", "lab_config_from_json", "load", "restore_params", "run_kind",
-           "ProvenanceError", "data_identity", "fingerprint", "model_identity", "move_aside", "open_output"]
+           "open_run_dir", "run_differences", "LoadedModel", "lab_config_from_json", "load", "restore_params",
+           "run_kind", "ProvenanceError", "data_identity", "fingerprint", "model_identity", "move_aside", "open_output"]

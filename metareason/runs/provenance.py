@@ -196,8 +196,8 @@ def open_output(out: str | Path, fingerprint: dict, *, resume: bool, overwrite: 
                                   f"{created_by}; choose another --out, or pass --overwrite to move it aside")
         diff = differences(_merge(defaults or {}, saved["fingerprint"]), fingerprint)
         if diff:
-            raise ProvenanceError(f"{out} holds metareason {created_by} output of other settings (differs in: {', '.join(diff)});"
-                                  f" choose another --out, or pass --overwrite to move it aside")
+            raise ProvenanceError(f"{out} holds metareason {created_by} output of other settings (differs in: "
+                                  f"{', '.join(diff)}); choose another --out, or pass --overwrite to move it aside")
         if not resume and started is not None and started(out):
             raise ProvenanceError(f"{out} already holds a run; pass --resume to continue it, --overwrite to move it "
                                   "aside, or choose another --out")

@@ -292,7 +292,8 @@ def run_compare(cfg: CompareConfig, *, model=None) -> dict[str, Any]:
     params = jax.tree.map(lambda x: x.astype(np.float32), model.params)
     groups = _groups(cfg, model)
     out = open_output(cfg.out, compare_fingerprint(cfg, model), resume=True, overwrite=cfg.overwrite,
-                      created_by="compare", inputs=(model.provenance.get("path"), None if cfg.data == "lab" else cfg.data))
+                      created_by="compare",
+                      inputs=(model.provenance.get("path"), None if cfg.data == "lab" else cfg.data))
     path = out / "compare.jsonl"
     done: dict[tuple[str, str], dict] = {}
     if path.exists():

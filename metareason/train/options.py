@@ -78,7 +78,8 @@ def start_model(cfg: RunOptions, place: Placement) -> LoadedModel:
 def start_run(cfg: RunOptions, config_class: type) -> tuple[Path, Placement, LoadedModel]:
     """(run folder, placement, starting model) of a run: opens `cfg.out` (`open_run_dir`: refused
     unless new, empty or this command's run of the same fingerprint; `cfg.init` is never the output;
-    a data file counts by its bytes; the defaults of `config_class` fill fields an older record lacks), loads the starting model,
+    a data file counts by its bytes; the defaults of `config_class` fill fields an older record lacks),
+    loads the starting model,
     refuses a Hugging Face model on lab data, and records the model's config (and the Hugging
     Face tokenizer, so the run loads as that model does)."""
     defaults = defaults_json(config_class)
