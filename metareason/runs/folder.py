@@ -15,7 +15,7 @@ import json
 import shutil
 from pathlib import Path
 
-from metareason.runs.provenance import (_NOT_IDENTITY, PROVENANCE, ProvenanceError, differences, fingerprint,
+from metareason.runs.provenance import (NOT_IDENTITY, PROVENANCE, ProvenanceError, differences, fingerprint,
                                          open_output)
 
 __all__ = ["open_run_dir", "run_differences", "copy_tokenizer", "WEIGHT_FILES", "defaults_json"]
@@ -41,7 +41,7 @@ def defaults_json(cls) -> dict:
 
 def _identity(config: dict) -> dict:
     """A run config without the fields that say where or how it runs (`out`, `resume`, `mesh`, `overwrite`)."""
-    return {k: v for k, v in json.loads(json.dumps(config, default=str)).items() if k not in _NOT_IDENTITY}
+    return {k: v for k, v in json.loads(json.dumps(config, default=str)).items() if k not in NOT_IDENTITY}
 
 
 def run_differences(out: str | Path, config: dict, defaults: dict | None = None) -> list[str]:

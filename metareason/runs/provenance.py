@@ -27,14 +27,14 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-__all__ = ["ProvenanceError", "PROVENANCE", "digest", "file_digest", "model_identity", "data_identity",
+__all__ = ["ProvenanceError", "PROVENANCE", "NOT_IDENTITY", "digest", "file_digest", "model_identity", "data_identity",
            "fingerprint", "differences", "open_output", "move_aside"]
 
 PROVENANCE = "provenance.json"
 """The file in every output folder that names what produced it."""
 
-#: Run config fields that say where or how a run ran, not what it computes.
-_NOT_IDENTITY = ("out", "resume", "mesh", "overwrite")
+#: Config fields that say where or how a command runs, not what it computes (never part of a fingerprint).
+NOT_IDENTITY = ("out", "resume", "mesh", "overwrite")
 
 
 class ProvenanceError(ValueError):
@@ -80,7 +80,7 @@ def model_identity(model) -> dict:
     ident: dict[str, Any] = {"config": digest(dataclasses.asdict(model.config)), "kind": model.kind}
     prov = model.provenance or {}
     if model.run_config is not None:
-        run = {k: v for k, v in model.run_config.items() if k not in _NOT_IDENTITY}
+        run = {k: v for k, v in model.run_config.items() if k not in NOT_IDENTITY}
         ident.update(run=digest(run), step=model.step)
     elif prov.get("run") == "hf" and prov.get("path"):
         ident.update(files=_folder_digest(Path(prov["path"])))
