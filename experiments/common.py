@@ -22,12 +22,16 @@ import numpy as np  # noqa: E402
 
 from metareason.evaluate.passk import mg_pass_at_k, pass_at_k  # noqa: E402
 from metareason.evaluate.run import EvalConfig, run_eval  # noqa: E402
+from metareason.runs import defaults_json, fingerprint, open_output, run_differences  # noqa: E402
 from metareason.stats import mean_interval, paired_difference  # noqa: E402
 from metareason.tasks.lab import LabConfig, lab_records  # noqa: E402
 from metareason.train.rl import GRPOConfig, train_grpo  # noqa: E402
 from metareason.train.sft import SFTConfig, train_sft  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+"""The published results (EXPERIMENTS.md cites them): written only when --out names them."""
+OUTPUTS = Path(__file__).resolve().parents[1] / "runs" / "experiments"
+"""Where the experiments write by default (git-ignored), so a smoke run cannot overwrite RESULTS."""
 
 
 def parser(doc: str, name: str, *, questions: int = 100) -> argparse.ArgumentParser:
@@ -42,8 +46,22 @@ def parser(doc: str, name: str, *, questions: int = 100) -> argparse.ArgumentPar
     ap.add_argument("--questions", type=int, default=questions)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="a smoke run (minutes)")
-    ap.add_argument("--out", type=Path, default=RESULTS / name)
+    ap.add_argument("--out", type=Path, default=OUTPUTS / name,
+                    help=f"the results folder (default runs/experiments/{name}; the published ones are "
+                         f"experiments/results/{name})")
+    ap.add_argument("--overwrite", action="store_true", help="move an --out of other settings aside to OUT.old-N")
+    ap.set_defaults(experiment=name)
     return ap
+
+
+def open_results(a: argparse.Namespace) -> Path:
+    """Opens the experiment's --out (`metareason.runs.open_output`: its provenance.json holds the
+    experiment and every setting but --out / --work / --overwrite; a rerun with other settings is
+    refused unless --overwrite moves the old folder aside)."""
+    settings = {k: v for k, v in vars(a).items() if k not in ("out", "work", "overwrite", "experiment")}
+    name = f"experiments/{a.experiment}"
+    return open_output(a.out, fingerprint(name, settings=settings), resume=True, overwrite=a.overwrite,
+                       created_by=name)
 
 
 def machine() -> dict:
@@ -54,6 +72,10 @@ def machine() -> dict:
 def _run(train, cfg, label: str) -> Path:
     out = Path(cfg.out)
     if (out / "summary.json").exists():
+        diff = run_differences(out, cfg.to_json(), defaults_json(type(cfg)))
+        if diff:
+            raise SystemExit(f"[{label}] {out} holds a finished run of other settings (differs in: "
+                             f"{', '.join(diff)}); choose another --work")
         print(f"[{label}] reusing {out}", flush=True)
         return out
     t0 = time.perf_counter()

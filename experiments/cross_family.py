@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 
-from common import arm_metrics, bars, evaluate, machine, paired, parser, question_file, sft, table
+from common import arm_metrics, bars, evaluate, machine, open_results, paired, parser, question_file, sft, table
 
 from metareason.tasks.lab import LabConfig
 from metareason.train.sft import SFTConfig
@@ -59,7 +59,7 @@ def main(argv=None):
             fams[f"{m} / {fam}"] = arm_metrics([x for x in r if x["family"] == fam], (1, a.k))
     pairs = {s: {met: paired(rows[("trained", s)], rows[("base", s)], met.split("@")[0], int(met.split("@")[1]))
                  for met in ("pass@1", f"pass@{a.k}", f"mg-pass@{a.k}")} for s in sets}
-    a.out.mkdir(parents=True, exist_ok=True)
+    open_results(a)
     metrics = ["pass@1", f"pass@{a.k}", f"mg-pass@{a.k}"]
     bars(res, metrics, a.out / "cross_family.png", f"lab E9: SFT long on {'+'.join(a.train)}; within vs across "
          f"({'+'.join(across)})")

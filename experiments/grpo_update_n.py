@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import arm_metrics, evaluate, grpo, machine, paired, parser, question_file, save_figure, sft, table
+from common import (arm_metrics, evaluate, grpo, machine, open_results, paired, parser, question_file,
+                    save_figure, sft, table)
 
 from metareason.tasks.lab import LabConfig
 from metareason.train.grpo import GRPOLossConfig
@@ -77,7 +78,7 @@ def main(argv=None):
     first, last = f"n={a.ns[0]}", f"n={a.ns[-1]}"
     pairs = {f"{last} - {first}": {m: paired(rows[last], rows[first], m.split("@")[0], int(m.split("@")[1]))
                                    for m in ("pass@1", f"pass@{a.k}", f"mg-pass@{a.k}")}}
-    a.out.mkdir(parents=True, exist_ok=True)
+    open_results(a)
     _figure(curves, a.out / "grpo_update_n.png", a)
     summary = {"claim": CLAIM, "arms": res, "paired": pairs, "settings": vars(a) | {"work": str(a.work),
                "out": str(a.out)}, "machine": machine(), "seconds": round(time.perf_counter() - t0)}

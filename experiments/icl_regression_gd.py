@@ -68,7 +68,7 @@ def main():
     ap.add_argument("--schedule", default="cosine", choices=["constant", "cosine"])
     ap.add_argument("--heads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=Path("experiments/results/icl_regression_gd.json"))
+    ap.add_argument("--out", type=Path, default=Path("runs/experiments/icl_regression_gd.json"))
     args = ap.parse_args()
     cfg = ICLConfig(d=args.d, n=args.n, steps=args.steps, batch=args.batch, lr=args.lr, schedule=args.schedule,
                     heads=args.heads, seed=args.seed, eval_tasks=10000, eval_every=250)

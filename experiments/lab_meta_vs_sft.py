@@ -8,7 +8,8 @@ answer. Evaluated on held-out test questions: the answer NLL (i) with the trajec
 (ii) after the inner steps on the reference trajectory, question only in context, (iii) question
 only, no adaptation; plus greedy accuracy (each model writes its own trajectory).
 
-    python experiments/lab_meta_vs_sft.py                      # about 10 minutes on 2 CPU cores
+    python experiments/lab_meta_vs_sft.py                      # about 10 minutes on 2 CPU cores; runs/experiments/
+    python experiments/lab_meta_vs_sft.py --out experiments/results/lab_meta_vs_sft.json   # the published results
     python experiments/lab_meta_vs_sft.py --mode first_order --steps 400 --out /tmp/fo.json
 """
 
@@ -33,7 +34,6 @@ from metareason.train.evaluation import lab_accuracy  # noqa: E402
 from metareason.train.presets import model_preset  # noqa: E402
 from metareason.train.state import OptimizerConfig  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LABELS = {"in_context": "(i) trajectory in context", "adapted": "(ii) adapted on trajectory,\nquestion only",
           "question_only": "(iii) question only,\nno adaptation"}
 
@@ -152,7 +152,7 @@ def main():
     ap.add_argument("--lr", type=float, default=3e-3, help="outer (AdamW) peak learning rate, both arms")
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=RESULTS / "lab_meta_vs_sft.json")
+    ap.add_argument("--out", type=Path, default=Path("runs/experiments/lab_meta_vs_sft.json"))
     args = ap.parse_args()
 
     t_start = time.perf_counter()

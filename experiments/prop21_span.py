@@ -113,7 +113,7 @@ def main():
     ap.add_argument("--queries", type=int, default=512)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--angles", type=int, default=13)
-    ap.add_argument("--out", type=Path, default=Path("experiments/results/prop21_span.json"))
+    ap.add_argument("--out", type=Path, default=Path("runs/experiments/prop21_span.json"))
     args = ap.parse_args()
     d = args.d
     angles = np.linspace(0.0, np.pi / 2, args.angles)

@@ -24,7 +24,8 @@ import json
 import time
 
 import numpy as np
-from common import arm_metrics, bars, ci, evaluate, grpo, machine, paired, parser, question_file, save_figure, sft, table
+from common import (arm_metrics, bars, ci, evaluate, grpo, machine, open_results, paired, parser, question_file,
+                    save_figure, sft, table)
 
 from metareason.stats import paired_difference
 from metareason.tasks.lab import LabConfig
@@ -97,7 +98,7 @@ def main(argv=None):
                             for m in (f"pass@{a.k}", f"mg-pass@{a.k}", "pass@1")}
              for x, y in (("sft-long", "sft-short"), ("sft-long", "grpo"), ("grpo", "sft-short"),
                           ("sft-long+grpo", "sft-long"), ("grpo", "base"))}
-    a.out.mkdir(parents=True, exist_ok=True)
+    open_results(a)
     metrics = ["pass@1", f"pass@{a.k}", f"mg-pass@{a.k}"]
     bars(res, metrics, a.out / "sft_vs_grpo.png", f"lab E6/E7: {a.model}, {a.questions} test questions, "
          f"n={a.n} samples, T=1")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 
-from common import arm_metrics, evaluate, machine, paired, parser, question_file, save_figure, sft, table
+from common import arm_metrics, evaluate, machine, open_results, paired, parser, question_file, save_figure, sft, table
 
 from metareason.tasks.lab import LabConfig
 from metareason.train.sft import SFTConfig
@@ -55,7 +55,7 @@ def main(argv=None):
     from scipy.stats import spearmanr
     trend = {m: float(spearmanr(a.ks, [res[f"k={k}"][m]["mean"] for k in a.ks]).statistic)
              for m in ("pass@1", f"pass@{a.k}", f"mg-pass@{a.k}")}
-    a.out.mkdir(parents=True, exist_ok=True)
+    open_results(a)
     _figure(res, a.ks, a.k, a.out / "trajectories_per_question.png", a)
     summary = {"claim": CLAIM, "arms": res, "paired": pairs, "spearman_k_vs_metric": trend,
                "settings": vars(a) | {"work": str(a.work), "out": str(a.out)}, "machine": machine(),

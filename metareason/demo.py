@@ -57,7 +57,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     summary = json.loads(summary_file.read_text())
     probe_cfg = ProbeConfig(model=model_dir, out=out / "probe", max_questions=cfg.max_questions,
                             samples=cfg.samples, landscape_grid=cfg.landscape_grid, budgets=cfg.budgets,
-                            seed=cfg.seed)
+                            seed=cfg.seed, overwrite=True)  # the demo's own probe: one of other settings moves aside
     run_probe(probe_cfg)
     acc = summary.get("test", {}).get("accuracy")
     lines = [

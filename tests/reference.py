@@ -150,3 +150,14 @@ def tiny_hf_dir(tmp_path, **config_overrides):
     data = tmp_path / "answers.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in ANSWER_ROWS) + "\n")
     return model_dir, config, params, data
+
+
+def tree_hash(folder) -> dict[str, str]:
+    """Every path under `folder` (relative) -> the sha256 of its bytes ("<dir>" for a directory):
+    equal before and after means nothing in the folder was written, added or removed."""
+    import hashlib
+    from pathlib import Path
+
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "<dir>"
+            for p in sorted(folder.rglob("*"))}

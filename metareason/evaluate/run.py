@@ -9,6 +9,8 @@ any other family its held-out questions, which the run never saw; E9), or a .jso
 model, lab questions, so that several models can be evaluated on one fixed set).
 
     out/
+      provenance.json what produced the samples (model, data, sampling settings); a rerun into `out`
+                      reuses them only when it is equal (else refused; --overwrite moves `out` aside)
       samples.jsonl   one row per question: the decoded outputs, extracted answers, correctness, format,
                       rewards, lengths
                       (appended per batch of questions; a rerun skips the questions already there)
@@ -29,10 +31,10 @@ import jax
 import numpy as np
 
 from metareason.evaluate.passk import mg_pass_at_k, pass_at_k
-from metareason.runs import LoadedModel, load
+from metareason.runs import LoadedModel, data_identity, fingerprint, load, model_identity, open_output
 from metareason.stats import mean_interval
 
-__all__ = ["EvalConfig", "run_eval", "summarise_dataset", "EvalError"]
+__all__ = ["EvalConfig", "run_eval", "eval_fingerprint", "summarise_dataset", "EvalError"]
 
 
 class EvalError(ValueError):
@@ -63,6 +65,8 @@ class EvalConfig:
     think_prefix: str = ""
     """Hugging Face models: text after the chat template's generation prompt (e.g. "<think>\\n")."""
     seed: int = 0
+    overwrite: bool = False
+    """Move an existing `out` of other settings (another model, data, n, temperature, ...) aside to OUT.old-N."""
 
     def __post_init__(self):
         if self.n < 1:
@@ -137,6 +141,17 @@ def _table(results: dict[str, dict], ks: Sequence[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def eval_fingerprint(cfg: EvalConfig, model: LoadedModel) -> dict:
+    """What an evaluation's samples depend on (`metareason.runs.fingerprint`): the model (with its
+    think prefix), each dataset, and every sampling setting (`k` is left out: the metrics are
+    recomputed from the samples). A folder is reused only for an equal fingerprint, so samples of
+    another model, temperature, token limit or n are never mixed in (n: refused, not extended)."""
+    settings = {f: getattr(cfg, f) for f in ("n", "temperature", "top_p", "top_k", "max_new_tokens",
+                                              "max_questions", "batch_size", "think_prefix", "seed")}
+    return fingerprint("eval", model=model_identity(model), data=[data_identity(d) for d in cfg.data],
+                       settings=settings)
+
+
 def run_eval(cfg: EvalConfig, *, model: LoadedModel | None = None) -> dict[str, Any]:
     """Samples, judges, writes samples.jsonl / results.json / table.md; returns the results.
     `model`: an already loaded `metareason.load` result (else `cfg.model` is loaded)."""
@@ -150,8 +165,9 @@ def run_eval(cfg: EvalConfig, *, model: LoadedModel | None = None) -> dict[str, 
     datasets = _datasets(cfg, model)
     sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                               max_new_tokens=cfg.max_new_tokens, stop_tokens=fmt.stop_tokens, pad_id=fmt.pad_id)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = open_output(cfg.out, eval_fingerprint(cfg, model), resume=True, overwrite=cfg.overwrite,
+                      created_by="eval", inputs=(model.provenance.get("path"),
+                                                 *[d for d in cfg.data if not d.startswith("lab:")]))
     path = out / "samples.jsonl"
     done: dict[tuple[str, str], dict] = {}
     if path.exists():

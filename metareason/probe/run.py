@@ -17,10 +17,10 @@ from metareason.format import END_THINK, boxed_answer, math_verdict
 from metareason.probe.inputs import examples_from_records
 from metareason.probe.loss import METHODS, ProbeError
 from metareason.probe.report import analyse, lab_extras, lab_trajectories, write_summary
-from metareason.runs import LoadedModel, load
+from metareason.runs import LoadedModel, data_identity, fingerprint, load, model_identity, open_output
 from metareason.tasks.lab import lab_records
 
-__all__ = ["ProbeConfig", "run_probe", "boxed_answer", "hf_groups"]
+__all__ = ["ProbeConfig", "run_probe", "probe_fingerprint", "boxed_answer", "hf_groups"]
 
 MOVED = {"load_model": "metareason.load (it returns a LoadedModel)", "run_demo": "metareason.demo.run_demo",
          "DemoConfig": "metareason.demo.DemoConfig"}
@@ -65,6 +65,16 @@ class ProbeConfig:
     1x1x4 to split a 32B model's heads and MLP over 4 chips."""
     model_overrides: str = ""
     """Numerics of the model, NAME=VALUE,... (ModelConfig.NUMERICS), e.g. compute_dtype=bfloat16."""
+    overwrite: bool = False
+    """Move an existing `out` of other settings (another model, data, ...) aside to OUT.old-N."""
+
+
+def probe_fingerprint(cfg: ProbeConfig, model: LoadedModel) -> dict:
+    """What a probe's outputs depend on (`metareason.runs.fingerprint`): the model (its config
+    carries the numerics overrides), the data and every setting but `out`, `mesh`, `overwrite`."""
+    skip = ("model", "data", "out", "mesh", "overwrite")
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
+    return fingerprint("probe", model=model_identity(model), data=data_identity(cfg.data), settings=settings)
 
 
 def hf_groups(records: list[dict], fmt=None) -> dict[str, list[dict]]:
@@ -107,10 +117,11 @@ def _run_probe(cfg: ProbeConfig, model: LoadedModel) -> dict:
         raise ProbeError("max_questions and every must be >= 1")
     t0 = time.perf_counter()
     model_cfg, params = model.config, model.params
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     if model.kind != "lab":
         model = model.with_think_prefix(cfg.think_prefix)
+    out = open_output(cfg.out, probe_fingerprint(cfg, model), resume=True, overwrite=cfg.overwrite,
+                      created_by="probe",
+                      inputs=(model.provenance.get("path"), None if cfg.data == "lab" else cfg.data))
     fmt = model.format
     if model.kind == "lab":
         if cfg.data != "lab":

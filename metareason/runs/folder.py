@@ -1,6 +1,7 @@
 """A run folder: its config.json guards against mixing two runs in one place; a run started from
 a Hugging Face model keeps that model's tokenizer in `tokenizer/`.
 
+    out/provenance.json    what produced the run (`open_run_dir`, `metareason.runs.provenance`)
     out/config.json        the run's config (`open_run_dir`; a resumed run must match it)
     out/model_config.json  the model's config
     out/checkpoints/       orbax steps (`metareason.runs.Checkpointer`)
@@ -14,7 +15,10 @@ import json
 import shutil
 from pathlib import Path
 
-__all__ = ["open_run_dir", "copy_tokenizer", "WEIGHT_FILES", "defaults_json"]
+from metareason.runs.provenance import (NOT_IDENTITY, PROVENANCE, ProvenanceError, differences, fingerprint,
+                                         open_output)
+
+__all__ = ["open_run_dir", "run_differences", "copy_tokenizer", "WEIGHT_FILES", "defaults_json"]
 
 WEIGHT_FILES = ("config.json", "*.safetensors", "*.bin", "*.index.json", "*.pt")
 """What `copy_tokenizer` leaves behind: the model's config and weights."""
@@ -35,23 +39,50 @@ def defaults_json(cls) -> dict:
     return json.loads(json.dumps(out, default=str))
 
 
-def open_run_dir(out: str | Path, config: dict, resume: bool, defaults: dict | None = None) -> Path:
-    """Creates `out` (absolute) and writes config.json. With `resume`, an existing config.json
-    must equal `config` (the error names the fields that differ; a field the file lacks counts as
-    its value in `defaults`, so runs saved before a field existed still resume); without it, a
-    directory that already holds checkpoints is refused."""
+def _identity(config: dict) -> dict:
+    """A run config without the fields that say where or how it runs (`out`, `resume`, `mesh`, `overwrite`)."""
+    return {k: v for k, v in json.loads(json.dumps(config, default=str)).items() if k not in NOT_IDENTITY}
+
+
+def run_differences(out: str | Path, config: dict, defaults: dict | None = None) -> list[str]:
+    """The fields in which the run in `out` (its config.json) differs from `config` (a trainer's
+    `to_json()`), leaving out where and how it runs (`out`, `resume`, `mesh`, `overwrite`); a field
+    the file lacks counts as its value in `defaults`. Raises FileNotFoundError without config.json."""
+    saved = _identity(json.loads((Path(out) / "config.json").read_text()))
+    current = _identity(config)
+    saved = {**{k: v for k, v in _identity(defaults or {}).items() if k in current}, **saved}
+    return differences(saved, current)
+
+
+def open_run_dir(out: str | Path, config: dict, resume: bool, defaults: dict | None = None, *,
+                 overwrite: bool = False, created_by: str = "train", inputs=(), extra: dict | None = None) -> Path:
+    """Opens the run folder `out` (absolute; `metareason.runs.open_output`: its provenance.json
+    holds the run's fingerprint, the config without `out`/`resume`/`mesh` plus `extra`, e.g. a data
+    file's digest) and writes config.json. With `resume` the fingerprint must equal the folder's
+    (the error names the fields that differ; a field the file lacks counts as its value in
+    `defaults`, so runs saved before a field existed still resume); without it, a folder that
+    already holds checkpoints is refused. A moved or copied run folder resumes: the path is not
+    part of the identity. A run folder written before provenance.json existed (config.json and
+    checkpoints) is adopted on `--resume` when its config.json matches."""
     out = Path(out).absolute()
-    out.mkdir(parents=True, exist_ok=True)
+    defaults = _identity(defaults or {})
+    fp = fingerprint(created_by, settings={**_identity(config), **(extra or {})})
+
+    def started(folder: Path) -> bool:
+        return any((folder / "checkpoints").glob("[0-9]*"))
+
     cfg_file = out / "config.json"
-    current = json.loads(json.dumps(config))  # tuples -> lists, as the file holds them
-    if resume and cfg_file.exists():
-        saved = json.loads(cfg_file.read_text())
-        saved = {**{k: v for k, v in (defaults or {}).items() if k in current}, **saved}
-        if saved != current:
-            diff = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
-            raise ValueError(f"--resume with a different config than {cfg_file} (differs in: {', '.join(diff)})")
-    elif cfg_file.exists() and any((out / "checkpoints").glob("[0-9]*")):
-        raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if not overwrite and not (out / PROVENANCE).exists() and cfg_file.is_file() and started(out):
+        # a run written before provenance.json existed
+        if not resume:
+            raise ProvenanceError(f"{out} already holds a run; pass --resume to continue it, --overwrite to move "
+                                  "it aside, or choose another --out")
+        diff = run_differences(out, config, defaults)
+        if diff:
+            raise ProvenanceError(f"--resume with a different config than {cfg_file} (differs in: {', '.join(diff)})")
+        (out / PROVENANCE).write_text(json.dumps({"created_by": created_by, "fingerprint": fp}, indent=2))
+    out = open_output(out, fp, resume=resume, overwrite=overwrite, created_by=created_by, inputs=inputs,
+                      defaults=defaults, started=started)
     cfg_file.write_text(json.dumps(config, indent=2))
     return out
 

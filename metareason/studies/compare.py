@@ -13,7 +13,8 @@ c. the paper's Proposition 2.1 on the model's first block (`prop21.prop21_on_mod
    each trajectory token's layer-0 input lies outside the span of the question's, and the error
    of the attention-weight construction there.
 
-Writes out/compare.jsonl (one row per trajectory; a rerun skips rows already written), figures,
+Writes out/provenance.json (`compare_fingerprint`: a rerun into `out` resumes only with the same
+model, data and settings), out/compare.jsonl (one row per trajectory; a rerun skips rows already written), figures,
 out/results.json and out/summary.md.
 """
 
@@ -32,7 +33,7 @@ import numpy as np
 
 from metareason.stats import mean_interval
 
-__all__ = ["CompareConfig", "run_compare", "summarise", "CLAIMS"]
+__all__ = ["CompareConfig", "run_compare", "compare_fingerprint", "summarise", "CLAIMS"]
 
 #: The paper's claims next to which the measurements are reported.
 CLAIMS = {
@@ -64,6 +65,16 @@ class CompareConfig:
     """Weights the true steps move: "all" or "mlp" (the implicit updates' weights)."""
     think_prefix: str = ""
     """Hugging Face models: text after the chat template's generation prompt (e.g. "<think>\\n")."""
+    overwrite: bool = False
+    """Move an existing `out` of other settings (another model, data, steps, ...) aside to OUT.old-N."""
+
+
+def compare_fingerprint(cfg: CompareConfig, model) -> dict:
+    """What the rows of compare.jsonl depend on (`metareason.runs.fingerprint`): the model, the
+    data and every setting but `out` / `overwrite`; a folder is resumed only for an equal one."""
+    from metareason.runs import data_identity, fingerprint, model_identity
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("model", "data", "out", "overwrite")}
+    return fingerprint("compare", model=model_identity(model), data=data_identity(cfg.data), settings=settings)
 
 
 def _groups(cfg: CompareConfig, model) -> dict[str, list[dict]]:
@@ -267,7 +278,7 @@ def run_compare(cfg: CompareConfig, *, model=None) -> dict[str, Any]:
 
     from metareason.inner import SUBSETS, ExampleError
     from metareason.probe.inputs import examples_from_records
-    from metareason.runs import load
+    from metareason.runs import load, open_output
 
     if cfg.max_questions < 1 or cfg.every < 1 or cfg.steps < 1 or cfg.max_tokens < 1:
         raise ExampleError("max_questions, every, steps and max_tokens must be >= 1")
@@ -280,8 +291,9 @@ def run_compare(cfg: CompareConfig, *, model=None) -> dict[str, Any]:
     config = dataclasses.replace(model.config, param_dtype="float32", compute_dtype="float32")
     params = jax.tree.map(lambda x: x.astype(np.float32), model.params)
     groups = _groups(cfg, model)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = open_output(cfg.out, compare_fingerprint(cfg, model), resume=True, overwrite=cfg.overwrite,
+                      created_by="compare",
+                      inputs=(model.provenance.get("path"), None if cfg.data == "lab" else cfg.data))
     path = out / "compare.jsonl"
     done: dict[tuple[str, str], dict] = {}
     if path.exists():

@@ -12,7 +12,7 @@ import jax
 from metareason.model import ModelConfig
 from metareason.model.presets import model_preset
 from metareason.parallel import Placement
-from metareason.runs import LoadedModel, copy_tokenizer, defaults_json, load, open_run_dir
+from metareason.runs import LoadedModel, copy_tokenizer, data_identity, defaults_json, load, open_run_dir, run_kind
 
 __all__ = ["RunOptions", "start_model", "start_run"]
 
@@ -33,6 +33,8 @@ class RunOptions:
     """Checkpoints kept on disk (oldest deleted first)."""
     resume: bool = False
     """Continue from the newest intact checkpoint in `out`."""
+    overwrite: bool = False
+    """Move an existing `out` of other settings (or not a run of this command) aside to OUT.old-N first."""
     seed: int = 0
     """Seed of the model init, the data order and the sampling."""
     final_eval: bool = True
@@ -52,10 +54,12 @@ class RunOptions:
                 raise ValueError(f"{name} must be at least 1, got {value}")
 
     def to_json(self) -> dict:
-        """The config as config.json holds it (`resume` and `mesh` left out: how, not what, to run)."""
+        """The config as config.json holds it (`resume`, `overwrite` and `mesh` left out: how, not what,
+        to run; `out` is kept for the record but is not part of the run's identity)."""
         d = dataclasses.asdict(self)
         d["out"] = str(d["out"])
         d.pop("resume")
+        d.pop("overwrite")
         d.pop("mesh")
         return d
 
@@ -79,12 +83,18 @@ def start_model(cfg: RunOptions, place: Placement) -> LoadedModel:
 
 
 def start_run(cfg: RunOptions, config_class: type) -> tuple[Path, Placement, LoadedModel]:
-    """(run folder, placement, starting model) of a run: opens `cfg.out` (`open_run_dir`; the
-    defaults of `config_class` fill fields an older config.json lacks), loads the starting model,
+    """(run folder, placement, starting model) of a run: opens `cfg.out` (`open_run_dir`: refused
+    unless new, empty or this command's run of the same fingerprint; `cfg.init` is never the output;
+    a data file counts by its bytes; the defaults of `config_class` fill fields an older record lacks),
+    loads the starting model,
     refuses a Hugging Face model on lab data, and records the model's config (and the Hugging
     Face tokenizer, so the run loads as that model does). The options are validated first."""
     cfg.validate()
-    out = open_run_dir(cfg.out, cfg.to_json(), cfg.resume, defaults_json(config_class))
+    defaults = defaults_json(config_class)
+    data_file = {} if cfg.data == "lab" else {"data_file": data_identity(cfg.data)}  # its bytes, not its path
+    out = open_run_dir(cfg.out, cfg.to_json(), cfg.resume, defaults, overwrite=cfg.overwrite,
+                       created_by="rl" if run_kind(defaults) == "grpo" else "train", inputs=(cfg.init,),
+                       extra=data_file)
     place = Placement.from_text(cfg.mesh)
     start = start_model(cfg, place)
     if start.kind == "hf" and cfg.data == "lab":

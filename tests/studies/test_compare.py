@@ -1,6 +1,7 @@
 """`metareason compare` end to end on a Hugging Face directory: the rows it writes are checked
 against the probe's per-prefix reference, and a rerun resumes instead of recomputing."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -103,3 +104,32 @@ def test_prop21_on_model_equals_the_explicit_construction():
             assert got["span_residual"][0] < 1e-5 and rel < 1e-5
         else:
             assert got["span_residual"][0] > 0.5 and rel > 0.05
+
+
+def test_compare_refuses_another_models_folder_and_other_settings(tmp_path):
+    from metareason.runs import ProvenanceError
+    from metareason.studies.compare import CompareConfig, run_compare
+
+    from reference import tiny_hf_dir, tree_hash
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    model_a, _, _, data = tiny_hf_dir(tmp_path / "a")
+    model_b, _, _, _ = tiny_hf_dir(tmp_path / "b", initializer_range=0.2)
+    out = tmp_path / "compare"
+    cfg = CompareConfig(model=model_a, data=str(data), out=out, max_questions=1, max_tokens=4, steps=1)
+    run_compare(cfg)
+    before = tree_hash(out)
+    for change, field in [(dict(model=model_b), r"model\.config, model\.files\)"), (dict(steps=2), r"steps\)"),
+                          (dict(max_tokens=5), r"max_tokens\)"), (dict(subset="mlp"), r"subset\)")]:
+        with pytest.raises(ProvenanceError, match=rf"differs in: {field}.*--overwrite"):
+            run_compare(dataclasses.replace(cfg, **change))
+        assert tree_hash(out) == before
+    # the same settings resume (every row is there: nothing recomputed, the rows unchanged)
+    run_compare(cfg)
+    assert tree_hash(out)["compare.jsonl"] == before["compare.jsonl"]
+    # --overwrite moves the old folder aside, untouched
+    run_compare(dataclasses.replace(cfg, model=model_b, overwrite=True))
+    assert tree_hash(tmp_path / "compare.old-1")["compare.jsonl"] == before["compare.jsonl"]
+    assert json.loads((out / "provenance.json").read_text())["fingerprint"]["model"]["files"] != \
+        json.loads((tmp_path / "compare.old-1" / "provenance.json").read_text())["fingerprint"]["model"]["files"]
