@@ -15,7 +15,7 @@ import pytest
                                     "metareason.runs", "metareason.demo", "metareason.train.loop"])
 def test_import_chain_is_light(module):
     code = (f"import sys, {module}\n"
-            "heavy = [m for m in ('tensorflow_datasets', 'grain', 'tensorflow', 'torch', 'transformers') if m in sys.modules]\n"
+            "heavy = [m for m in ('tensorflow_datasets', 'grain', 'tensorflow', 'torch', 'transformers', 'tunix') if m in sys.modules]\n"
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"importing {module} imported {out.stdout.strip()}"

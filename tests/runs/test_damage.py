@@ -154,13 +154,18 @@ def _read_only(path):
 
 @pytest.mark.parametrize("with_checksums_folder", [False, True])
 def test_an_unwritable_checkpoint_folder_fails_in_seconds_in_one_line(tmp_path, with_checksums_folder):
+    from metareason.runs import defaults_json, open_run_dir
+
+    cfg = _cfg(tmp_path / "run", steps=4)
+    # the folder is this run's own (its provenance.json), only its checkpoints/ cannot be written
+    open_run_dir(cfg.out, cfg.to_json(), False, defaults_json(sft.SFTConfig), created_by="train", inputs=(cfg.init,))
     ck = tmp_path / "run" / "checkpoints"
     (ck / "checksums").mkdir(parents=True) if with_checksums_folder else ck.mkdir(parents=True)
     undo = _read_only(ck)
     try:
         t0 = time.perf_counter()
         with pytest.raises(OSError) as err:
-            sft.train_sft(_cfg(tmp_path / "run", steps=4))
+            sft.train_sft(cfg)
         seconds = time.perf_counter() - t0
     finally:
         undo()
