@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
+from metareason.errors import ConfigError, check_int, flag_name
 from metareason.stats import mean_interval
 
 __all__ = ["CompareConfig", "run_compare", "summarise", "CLAIMS"]
@@ -64,6 +65,14 @@ class CompareConfig:
     """Weights the true steps move: "all" or "mlp" (the implicit updates' weights)."""
     think_prefix: str = ""
     """Hugging Face models: text after the chat template's generation prompt (e.g. "<think>\\n")."""
+
+    def validate(self, prefix: str = "--") -> None:
+        """`ConfigError` naming the flag of the first setting out of range (run by `metareason
+        compare` before any work)."""
+        for name in ("max_questions", "max_tokens", "every", "steps"):
+            check_int(flag_name(prefix, name), getattr(self, name), 1)
+        if self.subset not in ("all", "mlp"):
+            raise ConfigError(f"{flag_name(prefix, 'subset')} must be 'all' or 'mlp', got {self.subset!r}")
 
 
 def _groups(cfg: CompareConfig, model) -> dict[str, list[dict]]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jax
 
+from metareason.errors import MAX_SEED, check_int, flag_name
 from metareason.model import ModelConfig
 from metareason.model.presets import model_preset
 from metareason.parallel import Placement
@@ -43,6 +44,14 @@ class RunOptions:
     model_overrides: str = ""
     """Numerics of the model, NAME=VALUE,... (`ModelConfig.NUMERICS`), e.g.
     "compute_dtype=bfloat16,remat=full,attention_impl=chunked,loss_chunk=1024" for long sequences."""
+
+    def validate(self, prefix: str = "--") -> None:
+        """`ConfigError` naming the flag of the first shared setting out of range (`checkpoint_every`
+        and `keep_checkpoints` are checked with the checkpoints)."""
+        check_int(flag_name(prefix, "log_every"), self.log_every, 1)
+        check_int(flag_name(prefix, "eval_every"), self.eval_every, 0)
+        check_int(flag_name(prefix, "eval_questions"), self.eval_questions, 1)
+        check_int(flag_name(prefix, "seed"), self.seed, 0, MAX_SEED)
 
     def to_json(self) -> dict:
         """The config as config.json holds it (`resume` and `mesh` left out: how, not what, to run)."""
