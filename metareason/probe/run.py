@@ -110,6 +110,8 @@ def hf_groups(records: list[dict], fmt=None) -> dict[str, list[dict]]:
             text = g.split(delimiter)[0]  # probe the thinking only
             groups["correct (generations)" if ok else "incorrect (generations)"].append(
                 dict(r, id=f"{r['id']}-g{j}", generations=[text], correct=ok))
+    if records and not any(groups.values()):
+        raise ProbeError(f"none of the {len(records)} records has a trajectory or generations to probe")
     return groups
 
 

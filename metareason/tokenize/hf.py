@@ -93,7 +93,10 @@ class HFTokenizer:
             template = jinja_file.read_text()
         specials = {k: _token_str(cfg.get(k)) for k in
                     ("bos_token", "eos_token", "pad_token", "unk_token")}
-        return cls(tokenizer, chat_template=template, special_tokens=specials)
+        tok = cls(tokenizer, chat_template=template, special_tokens=specials)
+        if tok.chat_template:  # a template that cannot render one question fails now, not mid-run
+            tok.apply_chat_template([{"role": "user", "content": "What is 1 + 1?"}])
+        return tok
 
     # -- plain text --------------------------------------------------------------------------
     @property
