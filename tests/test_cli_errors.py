@@ -112,7 +112,7 @@ FLAGS = {
     "probe max-questions 0": ["probe", "--model", "M", "--max-questions", "0"],
     "probe max-questions -1": ["probe", "--model", "M", "--max-questions", "-1"],
     "probe every 0": ["probe", "--model", "M", "--every", "0"],
-    "probe samples 0": ["probe", "--model", "M", "--samples", "0"],
+    "probe samples -1": ["probe", "--model", "M", "--samples", "-1"],
     "probe ema 2": ["probe", "--model", "M", "--ema-alpha", "2"],
     "probe ema nan": ["probe", "--model", "M", "--ema-alpha", "nan"],
     "probe grid 1": ["probe", "--model", "M", "--landscape-grid", "1"],
@@ -129,7 +129,7 @@ FLAGS = {
     "demo steps 0": ["demo", "--steps", "0"],
     "demo steps -1": ["demo", "--steps", "-1"],
     "demo eval-questions 0": ["demo", "--eval-questions", "0"],
-    "demo samples 0": ["demo", "--samples", "0"],
+    "demo samples -2": ["demo", "--samples", "-2"],
     "demo budgets -1": ["demo", "--budgets", "-1"],
     "demo huge seed": ["demo", "--seed", "9" * 40],
     # the command itself

@@ -80,7 +80,7 @@ def validate_probe_settings(cfg, prefix: str = "--") -> None:
     """The range checks of the probe's settings (`max_questions`, `samples`, `landscape_grid`,
     `budgets`, `seed`; also `ema_alpha` where `cfg` has it), shared by `ProbeConfig` and `DemoConfig`."""
     check_int(flag_name(prefix, "max_questions"), cfg.max_questions, 1)
-    check_int(flag_name(prefix, "samples"), cfg.samples, 1)
+    check_int(flag_name(prefix, "samples"), cfg.samples, 0)
     check_int(flag_name(prefix, "landscape_grid"), cfg.landscape_grid, 0)
     if cfg.landscape_grid == 1:
         raise ConfigError(f"{flag_name(prefix, 'landscape_grid')} must be 0 (no landscape) or >= 2, got 1")
