@@ -10,7 +10,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from metareason.probe.run import ProbeConfig, run_probe
+from metareason.errors import check_int, flag_name
+from metareason.probe.run import ProbeConfig, run_probe, validate_probe_settings
 from metareason.train import OptimizerConfig, train_presets, train_sft
 
 __all__ = ["DemoConfig", "run_demo"]
@@ -34,6 +35,13 @@ class DemoConfig:
     landscape_grid: int = 11
     budgets: tuple[int, ...] = (0, 8, 16, 32, 64, 96, 128, 192)
     seed: int = 0
+
+    def validate(self, prefix: str = "--") -> None:
+        """`ConfigError` naming the flag of the first setting out of range (run by `metareason demo`
+        before any work)."""
+        check_int(flag_name(prefix, "steps"), self.steps, 1)
+        check_int(flag_name(prefix, "eval_questions"), self.eval_questions, 1)
+        validate_probe_settings(self, prefix)
 
 
 def run_demo(cfg: DemoConfig) -> Path:

@@ -18,7 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "metareason"
 
 # Bottom to top. model and data at the bottom, commands at the top (DESIGN.md "One way to do each thing").
 LAYERS = [
-    {"tokenize", "model", "stats"},
+    {"errors", "tokenize", "model", "stats"},
     {"tasks", "parallel", "sample"},
     {"data", "format"},
     {"runs"},

@@ -84,6 +84,17 @@ __all__ = ["RecordsBuilder", "RecordsConfig", "ChampBuilder", "ManualBuilder", "
 log = logging.getLogger(__name__)
 
 
+class _QuietConfigWarning(logging.Filter):
+    """Drops tfds's absl warning "Using custom data configuration: ..." (every local builder uses a
+    custom config by design: its parameters name it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Using custom data configuration")
+
+
+logging.getLogger("absl").addFilter(_QuietConfigWarning())
+
+
 def record_features() -> tfds.features.FeaturesDict:
     """The tfds features of a record: Text per text field, a Sequence of Text for generations,
     int64 difficulty."""
@@ -131,6 +142,13 @@ class RecordsBuilder(tfds.core.GeneratorBasedBuilder):
         file_format: "array_record" (random access, readable without TensorFlow)."""
         super().__init__(data_dir=None if data_dir is None else str(data_dir), config=config,
                          file_format=file_format, **kwargs)
+
+    def _log_download_bytes(self) -> None:
+        """tfds prints "Downloading and preparing dataset ..." here; a local build downloads nothing."""
+        log.info("building %s in %s", self.name, self.data_dir)
+
+    def _log_download_done(self) -> None:
+        log.info("built %s in %s", self.name, self.data_dir)
 
     @tfds.core.utils.classproperty
     @classmethod

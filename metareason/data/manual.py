@@ -20,6 +20,10 @@ different values is an error):
 "answer" column. Aliases whose values are usually of another type (MATH's "level": "Level 5",
 list-valued "responses") are not accepted. Other columns are ignored. Blank JSONL lines are skipped.
 
+A text field longer than `MAX_FIELD_CHARS`, JSON nested too deeply or holding an integer too
+long to read, and a second row with an earlier row's `id` but another question are bad rows too;
+a file without records is refused.
+
 Bad rows (invalid JSON or UTF-8, not an object, a missing required field, a wrong type) raise a
 one-line `DataError` such as `data/train.jsonl, line 7: missing field 'answer'` (parquet:
 `..., row 7: ...`, 1-based). With `skip_bad=True` they are skipped and returned as `RowProblem`s.
@@ -122,9 +126,17 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any, str | None]]:
             if not text.strip():
                 continue
             try:
-                yield location, json.loads(text), None
+                row = json.loads(text)
             except json.JSONDecodeError as e:
                 yield location, None, f"bad JSON ({e.msg} at column {e.colno})"
+                continue
+            except RecursionError:
+                yield location, None, "bad JSON (nested too deeply)"
+                continue
+            except ValueError as e:  # e.g. an integer of more than 4300 digits
+                yield location, None, f"bad JSON ({_one_line(e)})"
+                continue
+            yield location, row, None
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[str, Any, str | None]]:
@@ -163,6 +175,7 @@ def iter_records(path: str | Path, *, source: str | None = None,
     else:
         raise DataError(f"{path}: unsupported file type {path.suffix!r} (expected .jsonl or .parquet)")
     source = path.resolve().parent.name if source is None else source
+    first_seen: dict[str, tuple[str, str]] = {}  # id -> (location, question)
     for location, row, error in rows:
         where = f"{path}, {location}"
         try:
@@ -170,6 +183,10 @@ def iter_records(path: str | Path, *, source: str | None = None,
                 raise DataError(f"{where}: {error}")
             number = location.split()[-1]
             record = row_to_record(row, default_id=f"{path.name}:{number}", source=source, where=where)
+            seen = first_seen.setdefault(record["id"], (location, record["question"]))
+            if seen[1] != record["question"]:
+                raise DataError(f"{where}: id {record['id']!r} is also the id of {seen[0]}, with another question "
+                                "(ids must be unique)")
         except DataError as e:
             if problems is None:
                 raise
@@ -188,6 +205,9 @@ def read_records(path: str | Path, *, source: str | None = None, skip_bad: bool 
     """
     problems: list[RowProblem] = []
     records = list(iter_records(path, source=source, problems=problems if skip_bad else None))
+    if not records:
+        raise DataError(f"{path}: no records" + (f" ({len(problems)} bad rows skipped, the first: {problems[0]})"
+                                                 if problems else " (the file is empty)"))
     return ManualRead(records, problems)
 
 

@@ -23,7 +23,13 @@ from typing import Any, Mapping, TypedDict
 
 import numpy as np
 
-__all__ = ["DataError", "Record", "FIELDS", "TEXT_FIELDS", "make_record", "normalize_record"]
+from metareason.errors import MetareasonError
+
+__all__ = ["DataError", "Record", "FIELDS", "TEXT_FIELDS", "MAX_FIELD_CHARS", "make_record", "normalize_record"]
+
+MAX_FIELD_CHARS = 1_000_000
+"""The most characters one text field (or one generation) may hold: about 250k tokens, beyond any
+context; a longer one is refused when read, before any tokenizing."""
 
 FIELDS = ("id", "source", "family", "question", "answer", "trajectory", "style", "generations", "difficulty")
 """The record fields, in schema order."""
@@ -35,7 +41,7 @@ _NON_EMPTY = ("id", "question", "answer")
 _DEFAULTS = {"source": "", "family": "", "trajectory": "", "style": "", "generations": (), "difficulty": -1}
 
 
-class DataError(ValueError):
+class DataError(MetareasonError, ValueError):
     """Bad data or a bad data request; the message is one line and names the culprit."""
 
 
@@ -70,6 +76,9 @@ def _as_text(value: Any, what: str) -> str:
         except UnicodeDecodeError as e:
             raise DataError(f"{what} is not valid UTF-8 ({_one_line(e)})") from None
     if isinstance(value, str):
+        if len(value) > MAX_FIELD_CHARS:
+            raise DataError(f"{what} holds {len(value):,} characters, more than the limit of {MAX_FIELD_CHARS:,} "
+                            "(metareason.data.records.MAX_FIELD_CHARS)")
         return str(value)
     raise DataError(f"{what} must be a string, got {_type_name(value)}")
 
@@ -102,6 +111,8 @@ def normalize_record(record: Mapping[str, Any], *, where: str | None = None) -> 
             continue
         value = record[name]
         if name == "id" and isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+            if not -2**63 <= value < 2**63:
+                raise DataError(f"{where}: field 'id' is an integer out of range ({len(str(abs(int(value))))} digits)")
             value = str(int(value))
         out[name] = _as_text(value, f"{where}: field {name!r}")
         if name in _NON_EMPTY and not out[name].strip():
@@ -121,8 +132,9 @@ def normalize_record(record: Mapping[str, Any], *, where: str | None = None) -> 
         difficulty = difficulty.item()
     if isinstance(difficulty, (bool, np.bool_)) or not isinstance(difficulty, (int, np.integer)):
         raise DataError(f"{where}: field 'difficulty' must be an integer, got {_type_name(difficulty)}")
-    if difficulty < -1:
-        raise DataError(f"{where}: field 'difficulty' must be >= 0 or -1 (unknown), got {int(difficulty)}")
+    if not -1 <= difficulty < 2**31:
+        raise DataError(f"{where}: field 'difficulty' must be >= 0 or -1 (unknown) and below 2**31, got "
+                        f"{int(difficulty) if difficulty < 2**63 else 'a larger integer'}")
     out["difficulty"] = int(difficulty)
     return Record(**{name: out[name] for name in FIELDS})
 

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
+from metareason.errors import MAX_SEED, check_float, check_int, flag_name
 from metareason.evaluate.passk import mg_pass_at_k, pass_at_k
 from metareason.runs import LoadedModel, data_identity, fingerprint, load, model_identity, open_output
 from metareason.stats import mean_interval
@@ -77,6 +78,16 @@ class EvalConfig:
             raise EvalError(f"batch_size={self.batch_size} must hold the n={self.n} samples of one question")
         if not self.data:
             raise EvalError("give at least one dataset (--data)")
+
+    def validate(self, prefix: str = "--") -> None:
+        """`ConfigError` naming the flag of the first setting out of range (run by `metareason eval`
+        before any work; n, k and batch_size are checked on construction)."""
+        check_float(flag_name(prefix, "temperature"), self.temperature, 0)
+        check_float(flag_name(prefix, "top_p"), self.top_p, 0, 1, lo_open=True)
+        check_int(flag_name(prefix, "top_k"), self.top_k, 0)
+        check_int(flag_name(prefix, "max_new_tokens"), self.max_new_tokens, 1)
+        check_int(flag_name(prefix, "max_questions"), self.max_questions, 0)
+        check_int(flag_name(prefix, "seed"), self.seed, 0, MAX_SEED)
 
 
 def _datasets(cfg: EvalConfig, model: LoadedModel) -> dict[str, list[dict]]:

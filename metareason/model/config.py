@@ -13,6 +13,8 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
+from metareason.errors import ConfigError  # the library's one (also out-of-range flags)
+
 __all__ = ["ModelConfig", "RopeScaling", "ConfigError", "FAMILIES", "REMAT_POLICIES", "ATTENTION_IMPLS"]
 
 #: Supported `model_type`s and the `architectures` entry each one writes.
@@ -37,10 +39,6 @@ _IGNORED_HF_FIELDS = frozenset({
     "tie_encoder_decoder", "pruned_heads", "finetuning_task", "task_specific_params",
     "cross_attention_hidden_size", "add_cross_attention", "is_decoder", "quantization_config_",
 })
-
-
-class ConfigError(ValueError):
-    """An unsupported or inconsistent model configuration (one line, names the field)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +108,10 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"config field {name} must be a positive int, got {value!r}")
+        for name in ("rms_norm_eps", "rope_theta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"config field {name} must be a finite number > 0, got {value!r}")
         if self.head_dim is None:
             if self.hidden_size % self.num_heads:
                 raise ConfigError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}; set head_dim")
@@ -198,6 +200,8 @@ class ModelConfig:
         field, or a supported field with a value this implementation does not reproduce.
         `overrides` (e.g. `param_dtype="bfloat16"`, `remat="full"`) set our own fields.
         """
+        if not isinstance(hf, Mapping):
+            raise ConfigError(f"config.json must hold a JSON object of fields, got {type(hf).__name__}")
         hf = dict(hf)
         model_type = hf.pop("model_type", None)
         if model_type not in FAMILIES:

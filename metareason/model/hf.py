@@ -21,9 +21,10 @@ import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from metareason.errors import MetareasonError
 from metareason.model.config import ModelConfig
 from metareason.model.params import _layout, _shapes, check_params, flatten, name_mismatch, unflatten
 
@@ -35,7 +36,7 @@ _NP_DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float6
               "bfloat16": ml_dtypes.bfloat16}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MetareasonError, ValueError):
     """A directory that is not a usable Hugging Face checkpoint (one line, names the culprit)."""
 
 
@@ -95,14 +96,24 @@ def hf_tensor_names(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     return names
 
 
+def _open(shard: Path):
+    """`safe_open(shard, "numpy")`, or `CheckpointError` naming the file (truncated, not safetensors)."""
+    try:
+        return safe_open(shard, "numpy")
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{shard}: not a readable safetensors file ({' '.join(str(err).split())})") from None
+
+
 def _weight_files(path: Path) -> dict[str, Path]:
     """Tensor name -> safetensors file, from the index if there is one."""
     index = path / "model.safetensors.index.json"
     if index.exists():
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as err:
-            raise CheckpointError(f"{index}: not a valid safetensors index ({err})") from None
+        except (json.JSONDecodeError, KeyError, TypeError, RecursionError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"{index}: not a valid safetensors index ({type(err).__name__}: {err})") from None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointError(f"{index}: weight_map must map tensor names to file names")
         files = {name: path / fname for name, fname in weight_map.items()}
         for f in sorted(set(files.values())):
             if not f.exists():
@@ -117,7 +128,7 @@ def _weight_files(path: Path) -> dict[str, Path]:
         raise CheckpointError(f"{path} has no *.safetensors weights")
     files = {}
     for shard in shards:
-        with safe_open(shard, "numpy") as f:
+        with _open(shard) as f:
             for name in f.keys():
                 files[name] = shard
     return files
@@ -136,8 +147,10 @@ def load_hf_config(path: str | os.PathLike, **config_overrides) -> ModelConfig:
         raise CheckpointError(f"not a Hugging Face checkpoint directory: {path} has no config.json")
     try:
         hf = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{cfg_file}: invalid JSON ({err})") from None
+    except (json.JSONDecodeError, RecursionError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{cfg_file}: invalid JSON ({type(err).__name__}: {err})") from None
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{cfg_file}: expected a JSON object of fields, got {type(hf).__name__}")
     stored = hf.get("dtype") or hf.get("torch_dtype")
     overrides = dict(config_overrides)
     overrides.setdefault("param_dtype", stored if stored in _NP_DTYPES else "float32")
@@ -175,7 +188,7 @@ def load_hf_checkpoint(path: str | os.PathLike, *, shardings=None, mesh=None,
     handles = {}
     try:
         for f in sorted(set(files.values())):
-            handles[f] = safe_open(f, "numpy")
+            handles[f] = _open(f)
         for name, shape in expected.items():
             found = tuple(handles[files[name]].get_slice(name).get_shape())
             if found != shape:
@@ -194,14 +207,26 @@ def load_hf_checkpoint(path: str | os.PathLike, *, shardings=None, mesh=None,
                 stacked = np.empty((config.num_layers, *e.shape), dtype)
                 for i in range(config.num_layers):
                     name = e.hf.format(i=i)
-                    stacked[i] = e.to_ours(handles[files[name]].get_tensor(name)).astype(dtype)
+                    stacked[i] = e.to_ours(_finite(files[name], name, handles[files[name]].get_tensor(name))).astype(dtype)
                 flat[e.ours] = jnp.asarray(stacked)
             else:
-                flat[e.ours] = jnp.asarray(e.to_ours(handles[files[e.hf]].get_tensor(e.hf)).astype(dtype))
+                flat[e.ours] = jnp.asarray(e.to_ours(_finite(files[e.hf], e.hf, handles[files[e.hf]].get_tensor(e.hf)))
+                                           .astype(dtype))
+    except SafetensorError as err:  # a tensor's bytes cannot be read (a damaged file)
+        raise CheckpointError(f"{path}: a safetensors file cannot be read ({' '.join(str(err).split())})") from None
     finally:
         for h in handles.values():
             h.__exit__(None, None, None)
     return config, unflatten(flat)
+
+
+def _finite(file: Path, name: str, tensor: np.ndarray) -> np.ndarray:
+    """`tensor`, or `CheckpointError` when it holds a NaN or an infinity (damaged or diverged weights)."""
+    if np.issubdtype(tensor.dtype, np.floating) or tensor.dtype == ml_dtypes.bfloat16:
+        numeric = tensor if np.issubdtype(tensor.dtype, np.floating) else tensor.astype(np.float32)
+        if not np.isfinite(numeric).all():
+            raise CheckpointError(f"{file}: tensor {name!r} holds non-finite values (NaN or infinity)")
+    return tensor
 
 
 def _check_shardings(config: ModelConfig, shardings) -> dict[str, jax.sharding.Sharding]:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from metareason.data.manual import read_records
+from metareason.errors import MAX_SEED, ConfigError, check_float, check_int, flag_name
 from metareason.model import ModelConfig
 from metareason.parallel import Placement
 from metareason.format import END_THINK, boxed_answer, math_verdict
@@ -76,6 +77,31 @@ def probe_fingerprint(cfg: ProbeConfig, model: LoadedModel) -> dict:
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
     return fingerprint("probe", model=model_identity(model), data=data_identity(cfg.data), settings=settings)
 
+    def validate(self, prefix: str = "--") -> None:
+        """`ConfigError` naming the flag of the first setting out of range (run by `metareason probe`
+        before any work)."""
+        validate_probe_settings(self, prefix)
+        check_int(flag_name(prefix, "every"), self.every, 1)
+        if self.method not in METHODS:
+            raise ConfigError(f"{flag_name(prefix, 'method')} must be one of {', '.join(METHODS)}, got {self.method!r}")
+
+
+def validate_probe_settings(cfg, prefix: str = "--") -> None:
+    """The range checks of the probe's settings (`max_questions`, `samples`, `landscape_grid`,
+    `budgets`, `seed`; also `ema_alpha` where `cfg` has it), shared by `ProbeConfig` and `DemoConfig`."""
+    check_int(flag_name(prefix, "max_questions"), cfg.max_questions, 1)
+    check_int(flag_name(prefix, "samples"), cfg.samples, 0)
+    check_int(flag_name(prefix, "landscape_grid"), cfg.landscape_grid, 0)
+    if cfg.landscape_grid == 1:
+        raise ConfigError(f"{flag_name(prefix, 'landscape_grid')} must be 0 (no landscape) or >= 2, got 1")
+    if not cfg.budgets:
+        raise ConfigError(f"{flag_name(prefix, 'budgets')} needs at least one budget")
+    for b in cfg.budgets:
+        check_int(flag_name(prefix, "budgets"), b, 0)
+    check_int(flag_name(prefix, "seed"), cfg.seed, 0, MAX_SEED)
+    if hasattr(cfg, "ema_alpha"):
+        check_float(flag_name(prefix, "ema_alpha"), cfg.ema_alpha, 0, 1)
+
 
 def hf_groups(records: list[dict], fmt=None) -> dict[str, list[dict]]:
     """Reference trajectories count as correct; generations are split by the format's verdict
@@ -94,6 +120,8 @@ def hf_groups(records: list[dict], fmt=None) -> dict[str, list[dict]]:
             text = g.split(delimiter)[0]  # probe the thinking only
             groups["correct (generations)" if ok else "incorrect (generations)"].append(
                 dict(r, id=f"{r['id']}-g{j}", generations=[text], correct=ok))
+    if records and not any(groups.values()):
+        raise ProbeError(f"none of the {len(records)} records has a trajectory or generations to probe")
     return groups
 
 

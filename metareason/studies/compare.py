@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
+from metareason.errors import ConfigError, check_int, flag_name
 from metareason.stats import mean_interval
 
 __all__ = ["CompareConfig", "run_compare", "compare_fingerprint", "summarise", "CLAIMS"]
@@ -75,6 +76,14 @@ def compare_fingerprint(cfg: CompareConfig, model) -> dict:
     from metareason.runs import data_identity, fingerprint, model_identity
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("model", "data", "out", "overwrite")}
     return fingerprint("compare", model=model_identity(model), data=data_identity(cfg.data), settings=settings)
+
+    def validate(self, prefix: str = "--") -> None:
+        """`ConfigError` naming the flag of the first setting out of range (run by `metareason
+        compare` before any work)."""
+        for name in ("max_questions", "max_tokens", "every", "steps"):
+            check_int(flag_name(prefix, name), getattr(self, name), 1)
+        if self.subset not in ("all", "mlp"):
+            raise ConfigError(f"{flag_name(prefix, 'subset')} must be 'all' or 'mlp', got {self.subset!r}")
 
 
 def _groups(cfg: CompareConfig, model) -> dict[str, list[dict]]:

@@ -19,6 +19,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from metareason.errors import MAX_SEED, check_int, flag_name
 from metareason.tasks.families import FAMILIES, get_family
 from metareason.tasks.styles import STYLES, render
 from metareason.tokenize.lab import ANSWER_CLOSE, ANSWER_TEMPLATE, END_THINK, LAB_VOCAB, LabVocab
@@ -56,6 +57,12 @@ class LabConfig:
             raise ValueError(f"difficulties must be >= 1, got {self.difficulty}")
         if self.trajectories_per_question < 1:
             raise ValueError("trajectories_per_question must be >= 1")
+
+    def validate(self, prefix: str = "--lab.") -> None:
+        """`ConfigError` naming the flag of the first size or seed out of range."""
+        check_int(flag_name(prefix, "train_size"), self.train_size, 1)
+        check_int(flag_name(prefix, "eval_size"), self.eval_size, 1)
+        check_int(flag_name(prefix, "seed"), self.seed, 0, MAX_SEED)
 
     def fingerprint(self) -> str:
         """A short stable hash of the config (names on-disk datasets)."""

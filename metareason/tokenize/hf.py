@@ -38,7 +38,12 @@ def _compile_template(source: str) -> jinja2.Template:
         x, indent=indent, separators=separators, sort_keys=sort_keys, ensure_ascii=ensure_ascii)
     env.globals["raise_exception"] = _raise
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    return env.from_string(source)
+    if not isinstance(source, str):
+        raise TokenizerError(f"chat template must be a string, got {type(source).__name__}")
+    try:
+        return env.from_string(source)
+    except jinja2.TemplateSyntaxError as err:
+        raise TokenizerError(f"chat template, line {err.lineno}: {' '.join(str(err.message).split())}") from None
 
 
 class HFTokenizer:
@@ -71,10 +76,14 @@ class HFTokenizer:
         if cfg_file.exists():
             try:
                 cfg = json.loads(cfg_file.read_text())
-            except json.JSONDecodeError as err:
-                raise TokenizerError(f"{cfg_file}: invalid JSON ({err})") from None
+            except (json.JSONDecodeError, RecursionError, UnicodeDecodeError) as err:
+                raise TokenizerError(f"{cfg_file}: invalid JSON ({type(err).__name__}: {err})") from None
+            if not isinstance(cfg, Mapping):
+                raise TokenizerError(f"{cfg_file}: expected a JSON object, got {type(cfg).__name__}")
         template = cfg.get("chat_template")
         if isinstance(template, list):  # named templates: [{"name": ..., "template": ...}]
+            if not all(isinstance(t, Mapping) and {"name", "template"} <= set(t) for t in template):
+                raise TokenizerError(f"{cfg_file}: chat_template list entries need 'name' and 'template'")
             named = {t["name"]: t["template"] for t in template}
             if template_name not in named:
                 raise TokenizerError(f"{cfg_file}: no chat template named {template_name!r} (has {sorted(named)})")
@@ -84,7 +93,10 @@ class HFTokenizer:
             template = jinja_file.read_text()
         specials = {k: _token_str(cfg.get(k)) for k in
                     ("bos_token", "eos_token", "pad_token", "unk_token")}
-        return cls(tokenizer, chat_template=template, special_tokens=specials)
+        tok = cls(tokenizer, chat_template=template, special_tokens=specials)
+        if tok.chat_template:  # a template that cannot render one question fails now, not mid-run
+            tok.apply_chat_template([{"role": "user", "content": "What is 1 + 1?"}])
+        return tok
 
     # -- plain text --------------------------------------------------------------------------
     @property
@@ -117,8 +129,14 @@ class HFTokenizer:
         for i, m in enumerate(messages):
             if not isinstance(m, Mapping) or "role" not in m:
                 raise TokenizerError(f"chat message {i} must be a mapping with a 'role', got {m!r}")
-        return self._template.render(messages=list(messages), add_generation_prompt=add_generation_prompt,
-                                     **self.special_tokens, **kwargs)
+        try:
+            return self._template.render(messages=list(messages), add_generation_prompt=add_generation_prompt,
+                                         **self.special_tokens, **kwargs)
+        except jinja2.TemplateError as err:  # SecurityError, UndefinedError, a runtime TemplateSyntaxError
+            raise TokenizerError(f"chat template cannot render: {type(err).__name__}: "
+                                 f"{' '.join(str(err).split())}") from None
+        except RecursionError:
+            raise TokenizerError("chat template cannot render: it recurses too deeply") from None
 
     def encode_chat(self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True,
                     **kwargs) -> list[int]:

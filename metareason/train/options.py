@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jax
 
+from metareason.errors import MAX_SEED, check_int, flag_name
 from metareason.model import ModelConfig
 from metareason.model.presets import model_preset
 from metareason.parallel import Placement
@@ -46,8 +47,13 @@ class RunOptions:
     """Numerics of the model, NAME=VALUE,... (`ModelConfig.NUMERICS`), e.g.
     "compute_dtype=bfloat16,remat=full,attention_impl=chunked,loss_chunk=1024" for long sequences."""
 
-    def validate(self) -> None:
-        """Raises a one-line ValueError naming a field out of range (before anything is written)."""
+    def validate(self, prefix: str = "--") -> None:
+        """`ConfigError` naming the flag of the first shared setting out of range; a ValueError for
+        `checkpoint_every` / `keep_checkpoints` below 1 (before anything is written)."""
+        check_int(flag_name(prefix, "log_every"), self.log_every, 1)
+        check_int(flag_name(prefix, "eval_every"), self.eval_every, 0)
+        check_int(flag_name(prefix, "eval_questions"), self.eval_questions, 1)
+        check_int(flag_name(prefix, "seed"), self.seed, 0, MAX_SEED)
         for name in ("checkpoint_every", "keep_checkpoints"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

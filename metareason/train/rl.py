@@ -34,6 +34,7 @@ import jax
 import numpy as np
 
 from metareason.data.manual import read_records
+from metareason.errors import check_float, check_int, flag_name
 from metareason.parallel import Placement
 from metareason.runs import Checkpointer, lab_config_from_json
 from metareason.sample import SamplingConfig, round_up
@@ -117,6 +118,16 @@ class GRPOConfig(RunOptions):
         if (self.questions_per_step * self.group_size) % self.minibatches:
             raise ValueError(f"minibatches={self.minibatches} must divide questions_per_step x group_size = "
                              f"{self.questions_per_step * self.group_size}")
+
+    def validate(self, prefix: str = "--") -> None:
+        """`ConfigError` naming the flag of the first setting out of range (run by `metareason rl`
+        before any work; the counts above are checked on construction)."""
+        RunOptions.validate(self, prefix)
+        check_float(flag_name(prefix, "temperature"), self.temperature, 0, lo_open=True)
+        check_float(flag_name(prefix, "top_p"), self.top_p, 0, 1, lo_open=True)
+        self.lab.validate(prefix + "lab.")
+        self.loss.validate(prefix + "loss.")
+        self.optimizer.validate(prefix + "optimizer.")
 
 
 def _questions(cfg: GRPOConfig) -> list[dict]:

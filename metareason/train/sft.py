@@ -37,6 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from metareason.data.manual import read_records
+from metareason.errors import check_int, flag_name
 from metareason.parallel import Placement
 from metareason.runs import Checkpointer, lab_config_from_json
 from metareason.tasks.lab import LabConfig
@@ -93,6 +94,16 @@ class SFTConfig(RunOptions):
     packing_bins: int = 0
     """Rows the packer fills at once (0: 4 x batch_size; more packs tighter)."""
     optimizer: OptimizerConfig = OptimizerConfig()
+
+    def validate(self, prefix: str = "--") -> None:
+        """`ConfigError` naming the flag of the first setting out of range (run by `metareason train`
+        before any work)."""
+        RunOptions.validate(self, prefix)
+        for name in ("k_trajectories", "slots_per_question", "steps", "batch_size", "seq_len"):
+            check_int(flag_name(prefix, name), getattr(self, name), 1)
+        check_int(flag_name(prefix, "packing_bins"), self.packing_bins, 0)
+        self.lab.validate(prefix + "lab.")
+        self.optimizer.validate(prefix + "optimizer.")
 
 
 class TrajectorySlots:

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from metareason.errors import check_float, check_int, flag_name
+
 __all__ = ["TrainState", "OptimizerConfig", "make_optimizer", "init_state"]
 
 
@@ -33,6 +35,16 @@ class OptimizerConfig:
     b1: float = 0.9
     b2: float = 0.98
     clip_norm: float = 1.0
+
+    def validate(self, prefix: str = "--optimizer.") -> None:
+        """`ConfigError` naming the flag (`prefix` + field) of the first setting out of range."""
+        check_float(flag_name(prefix, "lr"), self.lr, 0, lo_open=True)
+        check_int(flag_name(prefix, "warmup_steps"), self.warmup_steps, 0)
+        check_float(flag_name(prefix, "final_lr_fraction"), self.final_lr_fraction, 0, 1)
+        check_float(flag_name(prefix, "weight_decay"), self.weight_decay, 0)
+        check_float(flag_name(prefix, "b1"), self.b1, 0, 1, hi_open=True)
+        check_float(flag_name(prefix, "b2"), self.b2, 0, 1, hi_open=True)
+        check_float(flag_name(prefix, "clip_norm"), self.clip_norm, 0, lo_open=True)
 
     def schedule(self, total_steps: int) -> optax.Schedule:
         return optax.warmup_cosine_decay_schedule(

@@ -44,9 +44,11 @@ def test_probe_hf_directory(tmp_path):
     assert c["loss"][len(c["k"]) // 2] == pytest.approx(float(ref.mean[0, 0]), rel=1e-4)
 
 
-def test_probe_rejects_a_non_model(tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither a training run"):
+def test_probe_rejects_a_non_model(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:  # the CLI prints the FileNotFoundError as one line
         main(["probe", "--model", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("metareason: ") and "neither a training run" in err
 
 
 def test_demo_tiny(tmp_path):

@@ -54,13 +54,13 @@ def test_compare_hf_directory_and_resume(tmp_path):
                                rtol=1e-6)
 
 
-def test_compare_rejects_bad_options(tmp_path):
-    from metareason.inner.objectives import ExampleError
-
-    with pytest.raises(ExampleError, match="unknown weight subset"):
-        main(["compare", "--model", str(tmp_path), "--subset", "attention"])
-    with pytest.raises(ExampleError, match="must be >= 1"):
-        main(["compare", "--model", str(tmp_path), "--steps", "0"])
+def test_compare_rejects_bad_options(tmp_path, capsys):
+    # checked when the flags are parsed, printed as one line with exit code 2
+    for flags, msg in ((["--subset", "attention"], "metareason: --subset must be 'all' or 'mlp', got 'attention'\n"),
+                       (["--steps", "0"], "metareason: --steps must be an integer >= 1, got 0\n")):
+        with pytest.raises(SystemExit) as stop:
+            main(["compare", "--model", str(tmp_path), *flags])
+        assert stop.value.code == 2 and capsys.readouterr().err == msg
 
 
 def test_prop21_on_model_equals_the_explicit_construction():

@@ -30,6 +30,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from metareason.errors import check_float, flag_name
 from metareason.model import ModelConfig, hidden_states
 from metareason.train.loss import token_scores
 
@@ -63,6 +64,12 @@ class GRPOLossConfig:
                 raise ValueError(f"GRPO loss field {name} must be >= 0, got {getattr(self, name)!r}")
         if self.clip_low >= 1:
             raise ValueError(f"clip_low must be < 1 (the ratio's lower bound 1 - clip_low > 0), got {self.clip_low}")
+
+    def validate(self, prefix: str = "--loss.") -> None:
+        """`ConfigError` naming the flag of the first coefficient that is not finite and in range."""
+        check_float(flag_name(prefix, "clip_low"), self.clip_low, 0, 1, hi_open=True)
+        for name in ("clip_high", "kl_coef", "entropy_coef"):
+            check_float(flag_name(prefix, name), getattr(self, name), 0)
 
 
 def group_advantages(rewards: jax.Array, mode: str = "grpo", eps: float = 1e-6) -> jax.Array:
