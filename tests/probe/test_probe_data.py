@@ -70,3 +70,18 @@ def test_champ_resolves_for_a_hugging_face_model(tmp_path):
     res = json.loads((tmp_path / "p2" / "results.json").read_text())
     assert res["skipped"]["count"] == 1 and res["groups"]["correct (reference)"] == 1
     assert [c["id"] for c in _curves(tmp_path / "p2")] == [first[1]]
+
+
+def test_named_records_specs():
+    from metareason.data.named import DatasetError, named_records
+    from metareason.tasks.lab import lab_records
+
+    lab = LabConfig(families=("arith", "pointer"), difficulty=(1,), train_size=30, eval_size=3)
+    assert named_records("lab", lab=lab) == named_records("lab:test", lab=lab) == list(lab_records(lab, "test"))
+    assert {r["family"] for r in named_records("lab:test:pointer", lab=lab)} == {"pointer"}
+    champ = named_records("champ")
+    assert len(champ) == 270 and champ[0]["source"] == "champ" and champ[0]["trajectory"]
+    for spec, kw, msg in [("lab:test", {}, "needs a lab model"), ("champ", {"lab": lab}, "lab model reads"),
+                          ("lab:train", {"lab": lab}, "expected lab:SPLIT")]:
+        with pytest.raises(DatasetError, match=msg):
+            named_records(spec, **kw)
