@@ -3,10 +3,12 @@
     metareason eval --model runs/sft-arith-long --data lab:test lab:heldout --n 8 --k 1 4 8
     metareason eval --model path/to/hf-model --data aime24.jsonl --n 16 --k 8 --think-prefix "<think>\\n"
 
-Datasets (`metareason.data.named`): "lab:SPLIT" (the run's own lab config; SPLIT is validation, test or heldout),
-"lab:SPLIT:FAM1,FAM2" (those families only: a family the run trained on gives its SPLIT questions,
-any other family its held-out questions, which the run never saw; E9), "champ" (CHAMP, offline; Hugging Face models), or a .jsonl / .parquet file of records (question, answer; `metareason.data.manual`; for a lab
-model, lab questions, so that several models can be evaluated on one fixed set).
+Datasets (`metareason.data.named`, the one resolver of `--data`): "lab:SPLIT" (the run's own lab
+config; SPLIT is validation, test or heldout), "lab:SPLIT:FAM1,FAM2" (those families only: a family
+the run trained on gives its SPLIT questions, any other family its held-out questions, which the run
+never saw; E9), "champ" (CHAMP, offline; Hugging Face models), or a .jsonl / .parquet file of records
+(question, answer; `metareason.data.manual`; for a lab model, lab questions, so that several models
+can be evaluated on one fixed set).
 
     out/
       provenance.json what produced the samples (model, data, sampling settings); a rerun into `out`
