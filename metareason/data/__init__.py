@@ -21,6 +21,7 @@ _WHERE = {
     "lab": ("LabBuilder", "build_lab"),
     "manual": ("ALIASES", "ManualRead", "RowProblem", "iter_records", "manual_splits", "read_manual_dir",
                "read_records"),
+    "named": ("DatasetError", "NAMED", "champ_records", "is_lab_spec", "named_records"),
     "pipeline": ("BATCH_FIELDS", "encode_dataset", "pack_batches", "record_dataset", "training_batches"),
     "records": ("FIELDS", "TEXT_FIELDS", "DataError", "Record", "make_record", "normalize_record"),
 }

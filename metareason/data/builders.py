@@ -64,10 +64,8 @@ import dataclasses
 import hashlib
 import inspect
 import itertools
-import json
 import logging
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -77,6 +75,7 @@ from etils import epath
 
 from metareason.data.manual import RowProblem, iter_records, manual_splits
 from metareason.data.records import DataError, Record, TEXT_FIELDS, normalize_record
+from metareason.data.named import champ_records
 
 __all__ = ["RecordsBuilder", "RecordsConfig", "ChampBuilder", "ManualBuilder", "ManualConfig", "RecordSource",
            "build_and_load", "load_prepared", "record_features"]
@@ -261,17 +260,6 @@ def load_prepared(dataset_dir: str | Path) -> dict[str, RecordSource]:
 # CHAMP: 270 competition-math problems with answers and step-by-step solutions (champ-dataset).
 
 
-def _champ_problems() -> dict[str, Any]:
-    try:
-        files = resources.files("champ_dataset")
-    except ModuleNotFoundError:
-        raise DataError("ChampBuilder needs the champ-dataset package (pip install champ-dataset)") from None
-    path = files / "dataset_files" / "v0.json"
-    if not path.is_file():
-        raise DataError(f"champ-dataset is installed but has no {path} (expected version 1.0.0)")
-    return json.loads(path.read_text(encoding="utf-8"))["problems"]
-
-
 class ChampBuilder(RecordsBuilder):
     """CHAMP (Mao et al. 2024, "CHAMP: A Competition-level Dataset for Fine-Grained Analyses of
     LLMs' Mathematical Reasoning Capabilities"): 270 competition-math problems in 5 categories,
@@ -287,19 +275,7 @@ class ChampBuilder(RecordsBuilder):
     SPLITS = ("test",)
 
     def _records(self, split: str) -> Iterator[dict[str, Any]]:
-        for identifier, problem in _champ_problems().items():
-            steps = problem.get("solution", {}).get("steps", [])
-            yield {
-                "id": identifier,
-                "source": "champ",
-                "family": problem.get("category", ""),
-                "question": problem["_text"],
-                "answer": problem["_answer"],
-                "trajectory": "\n".join(step["_text"] for step in steps),
-                "style": "reference",
-                "generations": [],
-                "difficulty": -1,
-            }
+        return champ_records()
 
 
 # ---------------------------------------------------------------------------------------------

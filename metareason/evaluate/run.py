@@ -3,10 +3,12 @@
     metareason eval --model runs/sft-arith-long --data lab:test lab:heldout --n 8 --k 1 4 8
     metareason eval --model path/to/hf-model --data aime24.jsonl --n 16 --k 8 --think-prefix "<think>\\n"
 
-Datasets: "lab:SPLIT" (the run's own lab config; SPLIT is validation, test or heldout),
-"lab:SPLIT:FAM1,FAM2" (those families only: a family the run trained on gives its SPLIT questions,
-any other family its held-out questions, which the run never saw; E9), or a .jsonl / .parquet file of records (question, answer; `metareason.data.manual`; for a lab
-model, lab questions, so that several models can be evaluated on one fixed set).
+Datasets (`metareason.data.named`, the one resolver of `--data`): "lab:SPLIT" (the run's own lab
+config; SPLIT is validation, test or heldout), "lab:SPLIT:FAM1,FAM2" (those families only: a family
+the run trained on gives its SPLIT questions, any other family its held-out questions, which the run
+never saw; E9), "champ" (CHAMP, offline; Hugging Face models), or a .jsonl / .parquet file of records
+(question, answer; `metareason.data.manual`; for a lab model, lab questions, so that several models
+can be evaluated on one fixed set).
 
     out/
       provenance.json what produced the samples (model, data, sampling settings); a rerun into `out`
@@ -30,6 +32,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
+from metareason.data.named import DatasetError, named_records
 from metareason.errors import MAX_SEED, check_float, check_int, flag_name
 from metareason.evaluate.passk import mg_pass_at_k, pass_at_k
 from metareason.runs import LoadedModel, data_identity, fingerprint, load, model_identity, open_output
@@ -49,7 +52,7 @@ class EvalConfig:
     model: Path
     """A `metareason train` / `metareason rl` run directory, or a Hugging Face model directory."""
     data: tuple[str, ...] = ("lab:test",)
-    """Datasets: lab:SPLIT, lab:SPLIT:FAMILIES (comma-separated), or .jsonl / .parquet files."""
+    """Datasets: lab:SPLIT, lab:SPLIT:FAMILIES (comma-separated), champ, or .jsonl / .parquet files."""
     out: Path = Path("runs/eval")
     n: int = 8
     """Samples per question."""
@@ -93,29 +96,10 @@ class EvalConfig:
 def _datasets(cfg: EvalConfig, model: LoadedModel) -> dict[str, list[dict]]:
     out = {}
     for spec in cfg.data:
-        if spec.startswith("lab:"):
-            if model.kind != "lab":
-                raise EvalError(f"dataset {spec!r} needs a lab model; a Hugging Face model reads .jsonl/.parquet files")
-            from metareason.tasks.lab import SPLITS, lab_records
-            parts = spec.split(":")
-            if len(parts) not in (2, 3) or parts[1] not in SPLITS[1:]:
-                raise EvalError(f"dataset {spec!r}: expected lab:SPLIT or lab:SPLIT:FAM1,FAM2 with SPLIT one of "
-                                f"{', '.join(SPLITS[1:])}")
-            lab, split = model.lab, parts[1]
-            if len(parts) == 2:
-                recs = list(lab_records(lab, split))
-            else:  # per family: a trained family's own split, or an untrained one's held-out questions
-                recs, trained = [], None
-                for fam in (f for f in parts[2].split(",") if f):
-                    if fam in lab.families:
-                        trained = list(lab_records(lab, split)) if trained is None else trained
-                        recs += [r for r in trained if r["family"] == fam]
-                    else:
-                        other = dataclasses.replace(lab, heldout_families=(fam,))
-                        recs += list(lab_records(other, "heldout"))
-        else:  # (a lab model reads files of lab questions, e.g. one fixed set for several models)
-            from metareason.data.manual import read_records
-            recs = read_records(spec).records
+        try:
+            recs = named_records(spec, lab=model.lab if model.kind == "lab" else None)
+        except DatasetError as e:
+            raise EvalError(str(e)) from None
         if not recs:
             raise EvalError(f"dataset {spec!r} has no questions")
         out[spec] = recs[:cfg.max_questions] if cfg.max_questions else recs

@@ -22,6 +22,9 @@ from metareason.model import ModelConfig
 from metareason.probe.loss import ProbeBatch, answer_loss_along_trajectory
 from metareason.sample import Forcing, SamplingConfig, generate_all, round_up
 
+#: Answer tokens decoded after the forced template (`forced_answers`, `budget_forced_answers`).
+MAX_ANSWER_TOKENS = 8
+
 __all__ = ["greedy_continue", "answer_nll", "forced_answers", "budget_forced_answers", "efficiency_table"]
 
 
@@ -91,8 +94,10 @@ def efficiency_table(params: Any, config: ModelConfig, records: Sequence[dict], 
                      summaries: Sequence[str] | None = None, vocab=None, max_thinking: int | None = None) -> list[dict]:
     """Rows {"mode", "budget", "mean_tokens", "accuracy", "answer_nll", "n"} for lab records:
     mode "none" (budget 0), "budget" (each B in `budgets`, the model's own greedy thinking cut at
-    B tokens), "full" (thinking until the model ends it) and, given `summaries` (one text per
-    record), "summary". A forced answer is judged by `LabFormat.verdict`."""
+    B tokens), "full" (the model's own full thinking, until it ends it itself: not capped at the
+    largest budget, only at the sampler's `max_thinking` new tokens, by default all the room the
+    context leaves after the longest prompt, the forced template and the answer) and, given
+    `summaries` (one text per record), "summary". A forced answer is judged by `LabFormat.verdict`."""
     from metareason.tokenize.lab import ANSWER_CLOSE
 
     fmt = LabFormat(vocab)
@@ -100,7 +105,11 @@ def efficiency_table(params: Any, config: ModelConfig, records: Sequence[dict], 
     close_id = v.ids[ANSWER_CLOSE]
     prompts = [np.asarray(fmt.prompt(r), np.int32) for r in records]
     answers = [np.asarray(v.encode(r["answer"]), np.int32) for r in records]
-    max_thinking = max_thinking or max(budgets)
+    room = config.max_position_embeddings - max(len(p) for p in prompts) - len(force) - MAX_ANSWER_TOKENS
+    max_thinking = max_thinking or room
+    if not 1 <= max_thinking <= room:
+        raise ValueError(f"max_thinking must be in [1, {room}] (the context's room after the prompt), "
+                         f"got {max_thinking}")
     thinking = greedy_continue(params, config, prompts, max_new_tokens=max_thinking, stop_tokens=(v.end_think_id,))
     thinking = [t[:-1] if len(t) and t[-1] == v.end_think_id else t for t in thinking]
 

@@ -19,7 +19,7 @@ from metareason.probe.loss import ProbeBatch, ProbeError
 from metareason.sample.batched import round_up
 
 __all__ = ["Example", "CUT_RULES", "PAPER_TEMPLATE", "trajectory_cuts", "make_batch", "probe_examples",
-           "examples_from_records"]
+           "examples_from_records", "example_length", "fits"]
 
 #: The paper's probe template (Algorithm 3): `metareason.format.ANSWER_TEMPLATE`.
 PAPER_TEMPLATE = ANSWER_TEMPLATE
@@ -121,13 +121,26 @@ def probe_examples(params: Any, config, examples: Sequence[Example], cuts: Seque
 
 def examples_from_records(fmt: Format, records: Iterable[dict], *, delimiter: bool = False) -> list[Example]:
     """One `Example` per (record, generation), `fmt.probe_example`: records in the data schema
-    (question, answer, trajectory or generations, optional family / style / correct)."""
+    (question, answer, trajectory or generations, optional family / style / correct). Each
+    example's meta carries `generation`, the index of its text in the record's generations (a
+    record holding one generation taken out of a larger record, as `hf_groups` makes them, keeps
+    that record's index in its "generation" field)."""
     out = []
     for r in records:
         gens = r.get("generations") or [r["trajectory"]]
         for j, text in enumerate(gens):
             meta = {key: r[key] for key in ("id", "family", "style", "difficulty", "correct") if key in r}
-            meta["generation"] = j
+            meta["generation"] = int(r["generation"]) if "generation" in r and len(gens) == 1 else j
             out.append(fmt.probe_example(r["question"], text, r["answer"], delimiter=delimiter, meta=meta))
     return out
 
+
+
+def example_length(example: Example) -> int:
+    """Tokens the probe needs in context at the full trajectory: prompt + trajectory + probe."""
+    return len(example.prompt) + len(example.trajectory) + len(example.probe)
+
+
+def fits(examples: Sequence[Example], max_tokens: int) -> np.ndarray:
+    """bool[n]: which examples fit in `max_tokens` (`example_length` <= max_tokens)."""
+    return np.asarray([example_length(e) <= max_tokens for e in examples], bool)

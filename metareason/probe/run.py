@@ -10,12 +10,12 @@ import dataclasses
 import time
 from pathlib import Path
 
-from metareason.data.manual import read_records
+from metareason.data.named import DatasetError, is_lab_spec, named_records
 from metareason.errors import MAX_SEED, ConfigError, check_float, check_int, flag_name
 from metareason.model import ModelConfig
 from metareason.parallel import Placement
 from metareason.format import END_THINK, boxed_answer, math_verdict
-from metareason.probe.inputs import examples_from_records
+from metareason.probe.inputs import examples_from_records, fits
 from metareason.probe.loss import METHODS, ProbeError
 from metareason.probe.report import analyse, lab_extras, lab_trajectories, write_summary
 from metareason.runs import LoadedModel, data_identity, fingerprint, load, model_identity, open_output
@@ -41,11 +41,15 @@ class ProbeConfig:
     """A `metareason train` run directory, or a Hugging Face model directory (config.json,
     safetensors, tokenizer.json)."""
     data: str = "lab"
-    """"lab" (the run's own lab config, test split), or a .jsonl / .parquet file of records
-    (question, answer, trajectory and/or generations; see metareason.data)."""
+    """A named dataset (`metareason.data.named`): "lab" (= "lab:test", the run's own lab config),
+    "lab:SPLIT" or "lab:SPLIT:FAM1,FAM2" (lab models), "champ" (CHAMP, offline; Hugging Face models),
+    or a .jsonl / .parquet file of records (question, answer, trajectory and/or generations)."""
     out: Path = Path("runs/probe")
     max_questions: int = 60
     """Questions probed (the first ones of the split / file)."""
+    max_tokens: int = 0
+    """Longest example probed (prompt + trajectory + probe, in tokens); longer ones are skipped and
+    counted in the report. 0: the model's context (max_position_embeddings)."""
     every: int = 1
     """Probe after every `every` trajectory tokens (1 is needed for the token-type statistics, E5)."""
     method: str = "cache"
@@ -69,6 +73,15 @@ class ProbeConfig:
     overwrite: bool = False
     """Move an existing `out` of other settings (another model, data, ...) aside to OUT.old-N."""
 
+    def validate(self, prefix: str = "--") -> None:
+        """`ConfigError` naming the flag of the first setting out of range (run by `metareason probe`
+        before any work)."""
+        validate_probe_settings(self, prefix)
+        check_int(flag_name(prefix, "every"), self.every, 1)
+        check_int(flag_name(prefix, "max_tokens"), self.max_tokens, 0)
+        if self.method not in METHODS:
+            raise ConfigError(f"{flag_name(prefix, 'method')} must be one of {', '.join(METHODS)}, got {self.method!r}")
+
 
 def probe_fingerprint(cfg: ProbeConfig, model: LoadedModel) -> dict:
     """What a probe's outputs depend on (`metareason.runs.fingerprint`): the model (its config
@@ -76,14 +89,6 @@ def probe_fingerprint(cfg: ProbeConfig, model: LoadedModel) -> dict:
     skip = ("model", "data", "out", "mesh", "overwrite")
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
     return fingerprint("probe", model=model_identity(model), data=data_identity(cfg.data), settings=settings)
-
-    def validate(self, prefix: str = "--") -> None:
-        """`ConfigError` naming the flag of the first setting out of range (run by `metareason probe`
-        before any work)."""
-        validate_probe_settings(self, prefix)
-        check_int(flag_name(prefix, "every"), self.every, 1)
-        if self.method not in METHODS:
-            raise ConfigError(f"{flag_name(prefix, 'method')} must be one of {', '.join(METHODS)}, got {self.method!r}")
 
 
 def validate_probe_settings(cfg, prefix: str = "--") -> None:
@@ -107,7 +112,8 @@ def hf_groups(records: list[dict], fmt=None) -> dict[str, list[dict]]:
     """Reference trajectories count as correct; generations are split by the format's verdict
     (`fmt.verdict(text, record).correct`; without `fmt`, `math_verdict`, which `HFFormat.verdict`
     calls: Math-Verify on the last \\boxed{} after the end of thinking, so \\frac{1}{2} is 0.5).
-    A generation is probed up to its end-of-thinking delimiter."""
+    A generation is probed up to its end-of-thinking delimiter; its index in the record's
+    generations travels as "generation" (the curves' `generation`)."""
     delimiter = fmt.delimiter if fmt is not None else END_THINK
     judge = fmt.verdict if fmt is not None else (lambda text, r: math_verdict(text, r["answer"], delimiter=delimiter))
     groups: dict[str, list[dict]] = {"correct (reference)": [], "correct (generations)": [],
@@ -119,10 +125,34 @@ def hf_groups(records: list[dict], fmt=None) -> dict[str, list[dict]]:
             ok = judge(g, r).correct
             text = g.split(delimiter)[0]  # probe the thinking only
             groups["correct (generations)" if ok else "incorrect (generations)"].append(
-                dict(r, id=f"{r['id']}-g{j}", generations=[text], correct=ok))
+                dict(r, id=f"{r['id']}-g{j}", generations=[text], generation=j, correct=ok))
     if records and not any(groups.values()):
         raise ProbeError(f"none of the {len(records)} records has a trajectory or generations to probe")
     return groups
+
+
+def _fitting_examples(fmt, groups: dict[str, list[dict]], max_tokens: int):
+    """The probe examples of each group that fit in `max_tokens` (`metareason.probe.inputs.fits`),
+    the delimiter examples of the first correct group (the same ones), and the skipped count:
+    (examples by group, delimiter examples or None, {"count", "max_tokens", "reason", "by_group"})."""
+    examples = {name: examples_from_records(fmt, recs) for name, recs in groups.items()}
+    first = next((n for n in groups if n.startswith("correct") and groups[n]), None)
+    delim = examples_from_records(fmt, groups[first], delimiter=True) if first else None
+    by_group = {}
+    for name, exs in examples.items():
+        keep = fits(exs, max_tokens)
+        if name == first:
+            keep &= fits(delim, max_tokens)
+            delim = [e for e, k in zip(delim, keep) if k]
+        examples[name] = [e for e, k in zip(exs, keep) if k]
+        by_group[name] = int((~keep).sum())
+    count = sum(by_group.values())
+    if count and not any(examples.values()):
+        raise ProbeError(f"all {count} examples are longer than --max-tokens {max_tokens} "
+                         "(prompt + trajectory + probe); raise --max-tokens up to the model's context")
+    skipped = {"count": count, "max_tokens": max_tokens, "by_group": by_group,
+               "reason": f"prompt + trajectory + probe longer than {max_tokens} tokens (--max-tokens)"}
+    return examples, delim or None, skipped
 
 
 def run_probe(cfg: ProbeConfig, *, model: LoadedModel | None = None) -> dict:
@@ -149,24 +179,23 @@ def _run_probe(cfg: ProbeConfig, model: LoadedModel) -> dict:
         model = model.with_think_prefix(cfg.think_prefix)
     out = open_output(cfg.out, probe_fingerprint(cfg, model), resume=True, overwrite=cfg.overwrite,
                       created_by="probe",
-                      inputs=(model.provenance.get("path"), None if cfg.data == "lab" else cfg.data))
+                      inputs=(model.provenance.get("path"),
+                              None if is_lab_spec(cfg.data) or cfg.data == "champ" else cfg.data))
     fmt = model.format
+    lab = model.lab if model.kind == "lab" else None
+    try:
+        records = named_records(cfg.data, lab=lab, also_styles=("incorrect", "summary") if lab else ())
+    except DatasetError as e:
+        raise ProbeError(str(e)) from None
+    records = records[:cfg.max_questions]
     if model.kind == "lab":
-        if cfg.data != "lab":
-            raise ProbeError("a lab model probes lab data only (--data lab)")
-        records = list(lab_records(model.lab, "test", also_styles=("incorrect", "summary")))
-        records = records[:cfg.max_questions]
         groups = lab_trajectories(params, model_cfg, records, samples=cfg.samples, seed=cfg.seed)
-        source = f"lab run {cfg.model} (step {model.step}), {len(records)} test questions"
+        source = f"lab run {cfg.model} (step {model.step}), {len(records)} questions from {cfg.data}"
     else:
-        if cfg.data == "lab":
-            raise ProbeError("a Hugging Face model needs --data FILE (.jsonl or .parquet records)")
-        records = read_records(cfg.data).records[:cfg.max_questions]
         groups = hf_groups(records, fmt)
         source = f"Hugging Face model {cfg.model}, {len(records)} questions from {cfg.data}"
-    examples = {name: examples_from_records(fmt, recs) for name, recs in groups.items()}
-    first = next((n for n in groups if n.startswith("correct") and groups[n]), None)
-    delim = examples_from_records(fmt, groups[first], delimiter=True) if first else None
+    max_tokens = cfg.max_tokens or model_cfg.max_position_embeddings
+    examples, delim, skipped = _fitting_examples(fmt, groups, max_tokens)
     res = analyse(params, model_cfg, examples, out, delimiter_examples=delim, every=cfg.every,
                   alpha=cfg.ema_alpha, method=cfg.method)
     if model.kind == "lab" and cfg.landscape_grid:
@@ -177,6 +206,8 @@ def _run_probe(cfg: ProbeConfig, model: LoadedModel) -> dict:
         res.update({k: v for k, v in extras.items() if k != "figures"})
         res["figures"] = {**figs, **extras["figures"]}
     res["source"], res["seconds"] = source, round(time.perf_counter() - t0, 1)
+    res["skipped"] = skipped
+    note = (f" Skipped {skipped['count']} example(s): {skipped['reason']}." if skipped["count"] else "")
     write_summary(res, out, title="metareason probe", preamble=f"{source}; every {cfg.every} token(s), "
-                  f"method {cfg.method}, EMA alpha {cfg.ema_alpha}; {res['seconds']} s.")
+                  f"method {cfg.method}, EMA alpha {cfg.ema_alpha}; {res['seconds']} s.{note}")
     return res

@@ -81,3 +81,22 @@ def test_sampler_budget_forcing_equals_cut_then_force():
         want, _ = cut_then_force(params, config, prompts[b:b + 1], force, end_think=end_think, close=close,
                                  budget=budget)
         assert g.tolist() == want[0]
+
+
+def test_full_row_is_not_capped_at_the_largest_budget():
+    """"full" is the model's own thinking until it ends it (or the context's room), not the largest
+    budget: with budgets (0, 2, 4) its mean length equals the greedy thinking's own (uncapped) length."""
+    from metareason.format import LabFormat
+
+    config, params = model()
+    cfg = LabConfig(families=("arith",), train_size=2, eval_size=2)
+    recs = list(lab_records(cfg, "test"))
+    rows = efficiency_table(params, config, recs, budgets=[0, 2, 4], max_thinking=48)
+    full = next(r for r in rows if r["mode"] == "full")
+    fmt = LabFormat()
+    think = greedy_continue(params, config, [np.asarray(fmt.prompt(r), np.int32) for r in recs], max_new_tokens=48,
+                            stop_tokens=(fmt.vocab.end_think_id,))
+    lengths = [len(t) - (len(t) and t[-1] == fmt.vocab.end_think_id) for t in think]
+    assert full["mean_tokens"] == np.mean(lengths) and full["mean_tokens"] > 4  # the old cap was max(budgets) = 4
+    default = next(r for r in efficiency_table(params, config, recs[:1], budgets=[0, 4]) if r["mode"] == "full")
+    assert default["mean_tokens"] > 4
