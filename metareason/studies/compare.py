@@ -69,14 +69,6 @@ class CompareConfig:
     overwrite: bool = False
     """Move an existing `out` of other settings (another model, data, steps, ...) aside to OUT.old-N."""
 
-
-def compare_fingerprint(cfg: CompareConfig, model) -> dict:
-    """What the rows of compare.jsonl depend on (`metareason.runs.fingerprint`): the model, the
-    data and every setting but `out` / `overwrite`; a folder is resumed only for an equal one."""
-    from metareason.runs import data_identity, fingerprint, model_identity
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("model", "data", "out", "overwrite")}
-    return fingerprint("compare", model=model_identity(model), data=data_identity(cfg.data), settings=settings)
-
     def validate(self, prefix: str = "--") -> None:
         """`ConfigError` naming the flag of the first setting out of range (run by `metareason
         compare` before any work)."""
@@ -84,6 +76,14 @@ def compare_fingerprint(cfg: CompareConfig, model) -> dict:
             check_int(flag_name(prefix, name), getattr(self, name), 1)
         if self.subset not in ("all", "mlp"):
             raise ConfigError(f"{flag_name(prefix, 'subset')} must be 'all' or 'mlp', got {self.subset!r}")
+
+
+def compare_fingerprint(cfg: CompareConfig, model) -> dict:
+    """What the rows of compare.jsonl depend on (`metareason.runs.fingerprint`): the model, the
+    data and every setting but `out` / `overwrite`; a folder is resumed only for an equal one."""
+    from metareason.runs import data_identity, fingerprint, model_identity
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("model", "data", "out", "overwrite")}
+    return fingerprint("compare", model=model_identity(model), data=data_identity(cfg.data), settings=settings)
 
 
 def _groups(cfg: CompareConfig, model) -> dict[str, list[dict]]:
