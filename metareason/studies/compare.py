@@ -87,21 +87,18 @@ def compare_fingerprint(cfg: CompareConfig, model) -> dict:
 
 
 def _groups(cfg: CompareConfig, model) -> dict[str, list[dict]]:
-    """Trajectory groups {name: records with one generation each} of a `metareason.LoadedModel`."""
+    """Trajectory groups {name: records with one generation each} of a `metareason.LoadedModel`,
+    from `--data` as probe and eval read it (`metareason.data.named`: lab:SPLIT[:FAM], champ, files)."""
+    from metareason.data.named import is_lab_spec, named_records
     from metareason.probe.loss import ProbeError
+    from metareason.probe.run import hf_groups
     if model.kind == "lab":
-        if cfg.data != "lab":
-            raise ProbeError("a lab model compares on lab data only (--data lab)")
-        from metareason.tasks.lab import lab_records
-        recs = [r for _, r in zip(range(cfg.max_questions),
-                                  lab_records(model.lab, "test", also_styles=("incorrect",)))]
+        if not is_lab_spec(cfg.data):
+            raise ProbeError("a lab model compares on lab data only (--data lab or lab:SPLIT[:FAMILY,...])")
+        recs = named_records(cfg.data, lab=model.lab, also_styles=("incorrect",))[:cfg.max_questions]
         return {"correct": [dict(r, generations=[r["trajectory"]], correct=True) for r in recs],
                 "incorrect": [dict(r, generations=[r["also"]["incorrect"]], correct=False) for r in recs]}
-    if cfg.data == "lab":
-        raise ProbeError("a Hugging Face model needs --data FILE (.jsonl or .parquet records)")
-    from metareason.data.manual import read_records
-    from metareason.probe.run import hf_groups
-    groups = hf_groups(read_records(cfg.data).records[:cfg.max_questions], model.format)
+    groups = hf_groups(named_records(cfg.data)[:cfg.max_questions], model.format)
     return {name.split(" ")[0] if name.startswith("incorrect") else name: recs for name, recs in groups.items()
             if recs}
 
