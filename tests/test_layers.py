@@ -26,6 +26,7 @@ LAYERS = [
     {"inner"},
     {"train"},
     {"studies"},
+    {"reproduce"},
     {"cli", "selfcheck", "demo", "__init__"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -1,0 +1,7 @@
+"""`metareason reproduce`: every experiment of the paper (E1..E12) with its seeds, a verdict per
+claim by a rule fixed in code before the run, and one report (`base` is the interface)."""
+
+from metareason.reproduce.base import (BUDGETS, VERDICTS, Budget, Claim, ClaimResult, Experiment, Unit, get_budget,
+                                       verdict)
+
+__all__ = ["BUDGETS", "VERDICTS", "Budget", "Claim", "ClaimResult", "Experiment", "Unit", "get_budget", "verdict"]
