@@ -1,0 +1,45 @@
+"""The trained lab models the probe experiments (E1-E5, E12) share: one SFT run per seed.
+
+`lab_model(budget, seed)` is the `Unit` (key "lab-model/seed-S") that trains it; its raw result is
+{"run": "<run folder>"}. Every probe experiment lists it among its units and reads the folder from
+its inputs, so the model is trained once per seed for all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Mapping
+
+from metareason.reproduce.base import Budget, Unit
+from metareason.tasks.lab import LabConfig
+from metareason.train.sft import SFTConfig, train_sft
+from metareason.train.state import OptimizerConfig
+
+__all__ = ["LAB_MODEL_STEPS", "lab_model", "lab_model_config"]
+
+LAB_MODEL_STEPS = 1700
+"""SFT steps of the probe experiments' model at the "lab" budget (the arith-long preset's 3400
+reaches 0.96 greedy accuracy; half of it is enough for a model that solves most questions)."""
+
+
+def lab_model_config(budget: Budget, seed: int, folder: Path) -> SFTConfig:
+    """The SFT config of the probe experiments' lab model at `budget` and `seed`, written to `folder`."""
+    lab = LabConfig(families=("arith",), style="long", difficulty=(1, 2), train_size=20000, eval_size=100, seed=seed)
+    return SFTConfig(out=folder, model="lab-fast", steps=budget.steps(LAB_MODEL_STEPS, 20), batch_size=7, seq_len=288,
+                     optimizer=OptimizerConfig(lr=3e-3, final_lr_fraction=0.0), eval_every=0, eval_questions=50,
+                     checkpoint_every=200, final_eval=False, seed=seed, lab=lab)
+
+
+def _settings(cfg: SFTConfig) -> dict:
+    return {k: v for k, v in cfg.to_json().items() if k not in ("out", "resume", "overwrite")}
+
+
+def lab_model(budget: Budget, seed: int) -> Unit:
+    """The unit that trains (or resumes) the probe experiments' model of `seed`; raw {"run": folder}."""
+    def run(folder: Path, inputs: Mapping[str, dict]) -> dict:
+        cfg = dataclasses.replace(lab_model_config(budget, seed, folder / "run"), resume=True)
+        train_sft(cfg)
+        return {"run": str(folder / "run")}
+
+    return Unit(key=f"lab-model/seed-{seed}", settings=_settings(lab_model_config(budget, seed, Path("."))), run=run)
