@@ -72,8 +72,10 @@ Qwen2.5-7B-based reasoning models (SFT / distillation = off-policy, RL on own sa
 placed in /data as FULL_SCALE.md places its models; edit it to the paper's list when known."""
 
 FULL_SETTINGS = {"n": 32, "ks": (1, 4, 8, 16), "probe_questions": 30, "max_new_tokens": 16384,
-                 "think_prefix": "<think>\\n"}
-"""The paper's evaluation (n = 32, k up to 16; max response as the full-scale RL runs)."""
+                 "think_prefix": "<think>\\n", "batch_size": 32,
+                 "model_overrides": "param_dtype=bfloat16,compute_dtype=bfloat16,attention_impl=chunked,attention_chunk=1024"}
+"""The paper's evaluation (n = 32, k up to 16; max response as the full-scale RL runs; the numerics
+of FULL_SCALE.md's probes)."""
 
 CLAIM = Claim(
     id="E8", paper="off-policy-trained models are not consistently worse than on-policy ones",
@@ -128,7 +130,8 @@ def full_command(out: str = "/mnt/shared/e8-community") -> str:
         args += ["--model", f"{m.name}:{m.paradigm}:{m.path}"]
     args += ["--data", FULL_DATA, "--out", out, "--n", str(s["n"]), "--k", *map(str, s["ks"]),
              "--probe-questions", str(s["probe_questions"]), "--max-new-tokens", str(s["max_new_tokens"]),
-             "--think-prefix", s["think_prefix"]]
+             "--think-prefix", s["think_prefix"], "--batch-size", str(s["batch_size"]),
+             "--model-overrides", s["model_overrides"]]
     return shlex.join(args)
 
 

@@ -45,6 +45,7 @@ import numpy as np
 
 from metareason.evaluate.passk import mg_pass_at_k, pass_at_k
 from metareason.evaluate.run import EvalConfig, run_eval
+from metareason.model import ModelConfig
 from metareason.probe.analysis import trend
 from metareason.probe.run import ProbeConfig, probe_fingerprint, run_probe
 from metareason.runs import data_identity, fingerprint, load, open_output
@@ -277,7 +278,7 @@ def _figure(res: dict, path: Path) -> Path:
 def compare_models(models: Sequence[ModelEntry], data: str, out: str | Path, *, n: int = 8,
                    ks: Sequence[int] = (1, 4, 8), probe_questions: int = 30, max_new_tokens: int = 384,
                    max_questions: int = 0, temperature: float = 1.0, think_prefix: str = "", every: int = 1,
-                   batch_size: int = 64, seed: int = 0) -> dict[str, Any]:
+                   batch_size: int = 64, seed: int = 0, model_overrides: str = "") -> dict[str, Any]:
     """Evaluates and probes every model on `data` with the same settings; writes comparison.json,
     table.md and fig4_community.png under `out` and returns the comparison.
 
@@ -285,7 +286,8 @@ def compare_models(models: Sequence[ModelEntry], data: str, out: str | Path, *, 
     or a named data set ("champ"). n samples per question at `temperature`, up to `max_new_tokens`
     each, on the first `max_questions` questions (0: all); ks: the k of Pass@k / mG-Pass@k (<= n);
     probe_questions: records probed (their reference trajectories and generations, every `every`
-    tokens). A model's eval folder is resumed per question and its probe folder reused when it is
+    tokens); model_overrides: numerics NAME=VALUE,... (`ModelConfig.NUMERICS`, e.g.
+    param_dtype=bfloat16) applied to every model. A model's eval folder is resumed per question and its probe folder reused when it is
     finished with the same fingerprint (model, data, settings); other settings in `out` are refused
     (`metareason.runs.ProvenanceError`)."""
     models = check_models(models)
@@ -298,19 +300,20 @@ def compare_models(models: Sequence[ModelEntry], data: str, out: str | Path, *, 
         raise CommunityError(f"data {data!r} is not a file (nor 'champ')")
     settings = {"n": n, "ks": list(ks), "probe_questions": probe_questions, "max_new_tokens": max_new_tokens,
                 "max_questions": max_questions, "temperature": temperature, "think_prefix": think_prefix,
-                "every": every, "batch_size": max(batch_size, n), "seed": seed}
+                "every": every, "batch_size": max(batch_size, n), "seed": seed, "model_overrides": model_overrides}
     out = open_output(out, fingerprint("community", data=data_identity(data), settings={
         k: v for k, v in settings.items() if k != "ks"}), resume=True, overwrite=False, created_by="community",
         inputs=[data if data != "champ" else None, *(m.path for m in models)])
     res: dict[str, Any] = {"data": data, "settings": settings, "models": {}}
     for m in models:
         folder = out / "models" / m.name
-        model = load(m.path)
+        model = load(m.path, **ModelConfig.parse_overrides(model_overrides))
         run_eval(EvalConfig(model=Path(m.path), data=(data,), out=folder / "eval", n=n, k=ks,
                             temperature=temperature, max_new_tokens=max_new_tokens, max_questions=max_questions,
                             batch_size=max(batch_size, n), think_prefix=think_prefix, seed=seed), model=model)
         pcfg = ProbeConfig(model=Path(m.path), data=data, out=folder / "probe", max_questions=probe_questions,
-                           every=every, samples=0, landscape_grid=0, think_prefix=think_prefix, seed=seed)
+                           every=every, samples=0, landscape_grid=0, think_prefix=think_prefix, seed=seed,
+                           model_overrides=model_overrides)
         probed = model if model.kind == "lab" else model.with_think_prefix(think_prefix)
         if not _finished(folder / "probe", probe_fingerprint(pcfg, probed), "probe"):
             if (folder / "probe").exists() and not (folder / "probe" / "results.json").exists():
@@ -348,7 +351,7 @@ def write_random_hf_model(folder: str | Path, corpus: Sequence[str], *, seed: in
     import jax
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from metareason.model import ModelConfig, init, save_hf_checkpoint
+    from metareason.model import init, save_hf_checkpoint
 
     folder = Path(folder).absolute()
     config = ModelConfig(family="qwen2", vocab_size=vocab_size, hidden_size=hidden_size,
@@ -384,12 +387,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--think-prefix", default="")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model-overrides", default="", help="numerics NAME=VALUE,... (e.g. param_dtype=bfloat16)")
     a = p.parse_args(argv)
     try:
         res = compare_models([ModelEntry.parse(s) for s in a.model], a.data, a.out, n=a.n, ks=a.k,
                              probe_questions=a.probe_questions, max_new_tokens=a.max_new_tokens,
                              max_questions=a.max_questions, temperature=a.temperature, think_prefix=a.think_prefix,
-                             batch_size=a.batch_size, seed=a.seed)
+                             batch_size=a.batch_size, seed=a.seed, model_overrides=a.model_overrides)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -171,3 +171,11 @@ def test_bad_input_one_line(tmp_path):
         compare_models([ModelEntry("a", good, "base")], str(tmp_path / "missing.jsonl"), tmp_path / "out")
     with pytest.raises(CommunityError, match="every k"):
         compare_models([ModelEntry("a", good, "base")], "champ", tmp_path / "out", n=2, ks=(4,))
+
+
+def test_command_line_bad_model_is_one_line(tmp_path, capsys):
+    from metareason.studies.community import main
+
+    assert main(["--model", f"a:rl:{tmp_path}", "--data", "x.jsonl", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: model a: unknown paradigm 'rl' (known: off-policy, on-policy, base)"
