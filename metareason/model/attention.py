@@ -253,15 +253,17 @@ def pallas_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array |
     q: [B, S, H, Dh]; k: [B, K, T, Dh], or [B, K, Dh, T] when `k_slots_last` (the KV cache's
     layout); v: [B, K, T, Dh]; mask: bool[B, S, T] (True: query s sees key t), or None for causal
     self-attention (S == T) -> [B, S, H, Dh] in q's dtype. Scores and softmax accumulate in
-    float32 (float64 for float64). S and T are padded to the blocks (blocks shrink to a multiple
-    of 8 covering short sequences, e.g. a decode step). `interpret`: None runs Pallas interpret
+    float32 (float64 for float64). S and T are padded to the blocks (blocks shrink to a power of
+    two >= 16 covering short sequences, e.g. a decode step). `interpret`: None runs Pallas interpret
     mode on the CPU and compiles elsewhere. Differentiable (custom VJP, plain-JAX backward)."""
     B, S, H, Dh, K, T = _check_qkv(q, k, v, mask, k_slots_last)
     if block_q < 1 or block_k < 1:
         raise KernelError(f"block sizes must be >= 1, got {block_q}, {block_k}")
     interpret = jax.default_backend() == "cpu" if interpret is None else interpret
-    bq = min(block_q, _cdiv(S, 8) * 8)
-    bk = min(block_k, _cdiv(T, 8) * 8)
+    # short sequences (a decode step) shrink the blocks to a power of two >= 16 covering them
+    # (Triton wants power-of-two tiles and dots of at least 16 rows)
+    bq = min(block_q, max(16, 1 << (S - 1).bit_length()))
+    bk = min(block_k, max(16, 1 << (T - 1).bit_length()))
     causal = mask is None
     if causal:  # S == T: one block size for both keeps the causal bound simple
         bq = bk = min(bq, bk)
