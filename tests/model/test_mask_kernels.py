@@ -184,3 +184,28 @@ def test_probe_answer_nll_through_the_pallas_kernel(method):
         g_got = jax.grad(loss)(params, CFG.replace(attention_impl="pallas"))
         for x, y in zip(jax.tree.leaves(g_got), jax.tree.leaves(g_want)):
             np.testing.assert_allclose(x, y, atol=1e-5, rtol=1e-4)
+
+
+def test_packed_training_gradients_through_pallas_under_remat():
+    """sft_loss on packed rows (segment masks) with remat="full": the kernel's custom VJP under
+    jax.checkpoint inside the layer scan gives xla's parameter gradients."""
+    from metareason.train.loss import sft_loss
+    params = init(CFG, jax.random.key(5))
+    batch = dict(tokens=np.random.default_rng(6).integers(0, 97, (2, 37)).astype(np.int32),
+                 segment_ids=SEGMENTS.astype(np.int32), positions=np.zeros((2, 37), np.int32),
+                 loss_mask=np.ones((2, 37), np.int32))
+    grad = lambda c: jax.jit(jax.grad(lambda p: sft_loss(p, batch, config=c)[0]))(params)
+    for x, y in zip(jax.tree.leaves(grad(CFG.replace(attention_impl="pallas", remat="full"))),
+                    jax.tree.leaves(grad(CFG))):
+        np.testing.assert_allclose(x, y, atol=1e-6, rtol=1e-4)
+
+
+def test_pallas_in_bfloat16_is_as_close_as_bfloat16_allows():
+    """bf16 inputs: the kernel's probabilities meet v in bf16 as xla's do; differences are bf16 rounding."""
+    q, k, v = (x.astype(jnp.bfloat16) for x in _qkv(2, 39, 39, seed=7))
+    mask = probe_mask([24, 17], [[3, 10, 24], [1, 9, -1]], 24, 5)
+    got = PALLAS(q, k, v, mask).astype(jnp.float32)
+    want = _attention(q, k, v, mask, jnp.bfloat16, "xla").astype(jnp.float32)
+    exact = _attention(*(x.astype(jnp.float32) for x in (q, k, v)), mask, jnp.float32, "xla")
+    np.testing.assert_allclose(got, want, atol=2e-2)       # observed 1.6e-2: one bf16 ulp near 2
+    np.testing.assert_allclose(got, exact, atol=1.2e-2)    # observed 7.6e-3 (xla in bf16: 9.4e-3)
