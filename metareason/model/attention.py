@@ -10,12 +10,14 @@ scores [B, H, S, T]; the kernels here never do:
   block) flag computed from the mask; with mask None the causal structure bounds the loop
   instead). Gradients: `jax.custom_vjp` whose backward is plain JAX, recomputing the
   probabilities from the saved logsumexp one query block at a time (memory O(block_q x T) per
-  head, no block skipping in the backward). On the CPU it runs in Pallas interpret mode; on a GPU
-  it lowers through Triton (not run here: no GPU was lent).
+  head, no block skipping in the backward). On the CPU it runs in Pallas interpret mode; for a GPU
+  it lowers to a Triton kernel (checked on the CPU by cross-platform lowering; never compiled to
+  PTX nor run here: no GPU was lent).
 - `splash_attention` ("splash"): JAX's own TPU splash attention
   (`jax.experimental.pallas.ops.tpu.splash_attention`), fed a static causal mask plus segment
   ids (packing), or the model's runtime mask as a dynamic mask (the probe's block mask, whose
-  cuts are data). Runs on the CPU in interpret mode (tests), compiled on a TPU (not run here).
+  cuts are data). Runs on the CPU in interpret mode (tests); lowers to Mosaic for a TPU (checked
+  by cross-platform lowering; never run on a TPU).
 - cuDNN ("cudnn", in `transformer._attention`) through `jax.nn.dot_product_attention`: its
   arguments express causal (`is_causal`) and right padding (`query_seq_lengths` /
   `key_value_seq_lengths`) without a dense mask; the probe's block mask and packing's segment
@@ -151,6 +153,11 @@ def _fwd_kernel(*refs, causal, block_q, block_k, n_k, scale, k_slots_last, acc_d
     lse_ref[...] = jnp.where(seen, m + jnp.log(jnp.where(seen, l, 1.0)), jnp.inf).astype(lse_ref.dtype)
 
 
+def _triton_params():
+    from jax.experimental.pallas import triton as pltriton
+    return pltriton.CompilerParams(num_warps=4, num_stages=2)
+
+
 def _flash_forward(q, k, v, mask8, flags, *, causal, block_q, block_k, k_slots_last, interpret):
     """q [B, H, Sp, Dh]; k [B, K, Tp, Dh] (or [B, K, Dh, Tp]); v [B, K, Tp, Dh]; mask8 int8
     [B, Sp, Tp] and flags int32 [B, nq, nk_pad] (None when causal) -> (out [B, H, Sp, Dh],
@@ -179,6 +186,9 @@ def _flash_forward(q, k, v, mask8, flags, *, causal, block_q, block_k, k_slots_l
                    pl.BlockSpec((None, None, block_q), lambda b, h, i: (b, h, i))],
         out_shape=[jax.ShapeDtypeStruct((B, H, Sp, Dh), q.dtype), jax.ShapeDtypeStruct((B, H, Sp), acc)],
         interpret=interpret,
+        # Triton, not Mosaic GPU: the kernel reads its key blocks out of whole [T, Dh] refs in
+        # global memory (Mosaic GPU would stage those refs in shared memory)
+        compiler_params=_triton_params(),
         name="metareason_flash_fwd",
     )(*args)
     return out, lse

@@ -209,3 +209,25 @@ def test_pallas_in_bfloat16_is_as_close_as_bfloat16_allows():
     exact = _attention(*(x.astype(jnp.float32) for x in (q, k, v)), mask, jnp.float32, "xla")
     np.testing.assert_allclose(got, want, atol=2e-2)       # observed 1.6e-2: one bf16 ulp near 2
     np.testing.assert_allclose(got, exact, atol=1.2e-2)    # observed 7.6e-3 (xla in bf16: 9.4e-3)
+
+
+@pytest.mark.parametrize("name, platform, target", [("pallas", "cuda", "__gpu$xla.gpu.triton"),
+                                                    ("splash", "tpu", "tpu_custom_call")])
+def test_kernels_lower_for_their_accelerator_on_the_cpu(name, platform, target):
+    """Cross-platform lowering (no device): the compiled kernels (not interpret mode) lower to a
+    Triton custom call for CUDA and a Mosaic custom call for the TPU, for a masked bf16 pass with
+    its gradient, causal, and a decode step against a 4133-slot cache (keys' slots last). This
+    checks the kernels' Triton / Mosaic lowering (tile shapes, ops); it runs nothing."""
+    import re
+    kern = {"pallas": pallas_attention, "splash": splash_attention}[name]
+    bf = lambda *s: jax.ShapeDtypeStruct(s, jnp.bfloat16)
+    q, k, m = bf(1, 256, 4, 128), bf(1, 2, 256, 128), jax.ShapeDtypeStruct((1, 256, 256), jnp.bool_)
+    masked = lambda q, k, v, m: kern(q, k, v, m, interpret=False)
+    cases = [(masked, (q, k, k, m)),
+             (jax.grad(lambda *a: masked(*a).astype(jnp.float32).sum(), (0, 1, 2)), (q, k, k, m)),
+             (lambda q, k, v: kern(q, k, v, None, interpret=False), (q, k, k)),
+             (lambda q, k, v, m: kern(q, k, v, m, k_slots_last=True, interpret=False),
+              (bf(2, 1, 4, 128), bf(2, 2, 128, 4133), bf(2, 2, 4133, 128), jax.ShapeDtypeStruct((2, 1, 4133), jnp.bool_)))]
+    for fn, args in cases:
+        text = jax.jit(fn).trace(*args).lower(lowering_platforms=(platform,)).as_text()
+        assert target in set(re.findall(r"custom_call @([\w$.]+)", text))
