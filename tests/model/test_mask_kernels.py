@@ -227,7 +227,8 @@ def test_kernels_lower_for_their_accelerator_on_the_cpu(name, platform, target):
              (jax.grad(lambda *a: masked(*a).astype(jnp.float32).sum(), (0, 1, 2)), (q, k, k, m)),
              (lambda q, k, v: kern(q, k, v, None, interpret=False), (q, k, k)),
              (lambda q, k, v, m: kern(q, k, v, m, k_slots_last=True, interpret=False),
-              (bf(2, 1, 4, 128), bf(2, 2, 128, 4133), bf(2, 2, 4133, 128), jax.ShapeDtypeStruct((2, 1, 4133), jnp.bool_)))]
+              (bf(2, 1, 4, 128), bf(2, 2, 128, 4133), bf(2, 2, 4133, 128),
+               jax.ShapeDtypeStruct((2, 1, 4133), jnp.bool_)))]
     for fn, args in cases:
         text = jax.jit(fn).trace(*args).lower(lowering_platforms=(platform,)).as_text()
         assert target in set(re.findall(r"custom_call @([\w$.]+)", text))
