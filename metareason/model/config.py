@@ -23,8 +23,11 @@ FAMILIES = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM", "qwen3": "
 #: Rematerialisation policies for the scanned layer body (see `metareason.model.transformer`).
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 
-#: Attention kernels: "xla" (einsum + float32 softmax, any mask) and "cudnn" (GPU fused kernel).
-ATTENTION_IMPLS = ("xla", "chunked", "cudnn")
+#: Attention kernels: "xla" (einsum + float32 softmax, any mask), "chunked" (the same in query
+#: blocks), "cudnn" (GPU fused kernel), "pallas" (flash attention with mask block skipping,
+#: `metareason.model.attention`), "splash" (JAX's TPU splash attention) and "auto": cuDNN for
+#: causal bf16/fp16 and "pallas" for masks on a GPU, "splash" on a TPU, "xla" on the CPU.
+ATTENTION_IMPLS = ("xla", "chunked", "cudnn", "pallas", "splash", "auto")
 
 _DTYPES = ("float32", "bfloat16", "float16", "float64")
 
@@ -90,7 +93,8 @@ class ModelConfig:
     remat: str = "none"
     # "xla" (any mask, exact softmax), "chunked" (the same in query blocks of attention_chunk,
     # each recomputed in the backward pass: memory O(chunk x T), not O(S x T); any backend) or
-    # "cudnn" (fused kernel, GPU)
+    # "cudnn" (fused kernel, GPU), "pallas" / "splash" (fused, any mask; see ATTENTION_IMPLS) or
+    # "auto" (per backend; "xla" on the CPU). The default stays "xla": the same numbers everywhere.
     attention_impl: str = "xla"
     attention_chunk: int = 512
     # the training losses' logits, this many tokens at a time, each block recomputed in the

@@ -84,8 +84,19 @@ def _attention(q, k, v, mask, compute_dtype, impl, chunk=512, k_slots_last=False
     impl "xla": scores and softmax in float32 (float64 for float64); a query that sees no key
     gets a uniform average, not NaN. impl "chunked": the same, `chunk` queries at a time under
     `jax.checkpoint`, so neither pass holds more than [B, H, chunk, T] scores. impl "cudnn":
-    `jax.nn.dot_product_attention`'s fused cuDNN kernel (GPU, bf16/fp16), for speed at scale."""
+    `jax.nn.dot_product_attention`'s fused cuDNN kernel (GPU, bf16/fp16), for speed at scale.
+    impl "pallas": `metareason.model.attention.pallas_attention` (flash attention skipping the
+    key blocks the mask leaves empty; interpret mode on the CPU). impl "splash": JAX's TPU splash
+    attention (`attention.splash_attention`). impl "auto": one of these per backend
+    (`attention.resolve_impl`: "xla" on the CPU)."""
     B, S, H, Dh = q.shape
+    if impl in ("auto", "pallas", "splash"):
+        from metareason.model import attention as kernels
+        impl = kernels.resolve_impl(impl, mask is None, compute_dtype)
+        if impl == "pallas":
+            return kernels.pallas_attention(q, k, v, mask, k_slots_last=k_slots_last)
+        if impl == "splash":
+            return kernels.splash_attention(q, k, v, mask, k_slots_last=k_slots_last)
     if impl == "chunked" and S > chunk:
         return _chunked_attention(q, k, v, mask, compute_dtype, chunk, k_slots_last)
     if impl == "cudnn":

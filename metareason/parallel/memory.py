@@ -110,12 +110,13 @@ def _layer_activation_bytes(config, b: int, s: int, h: int, k: int, f: int) -> i
     - per token, of width F: gate, up, silu(gate) and their product (4 f);
     - per head pair of tokens: the scores, the masked scores and the softmax (3 b h s^2), which
       is why attention memory grows with the square of the sequence ("xla"); with "chunked"
-      attention only one block of queries at a time (3 b h chunk s); with "cudnn" none (the
-      fused kernel keeps one log-sum-exp per query)."""
+      attention only one block of queries at a time (3 b h chunk s); with "cudnn", "pallas" or
+      "splash" none (the fused kernel keeps one log-sum-exp per query; "auto" is counted as
+      "xla", the upper bound)."""
     D, Dh = config.hidden_size, config.head_dim
     tokens = b * s
     per_token = 5 * D + 2 * (h + 2 * k) * Dh + h * Dh + 4 * f
-    if config.attention_impl == "cudnn":
+    if config.attention_impl in ("cudnn", "pallas", "splash"):
         scores = b * h * s
     elif config.attention_impl == "chunked":
         scores = 3 * b * h * min(config.attention_chunk, s) * s
