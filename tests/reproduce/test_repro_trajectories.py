@@ -82,3 +82,32 @@ def test_units_share_the_lab_model_and_probe_keys():
     u = probe_unit(BUDGET, 1, twin_style="incorrect")
     assert u.needs == ("lab-model/seed-1",) and u.settings["twin_style"] == "incorrect"
     assert {e.name for e in (E2, E3, E5)} == {"E2", "E3", "E5"}
+
+
+def test_collect_on_a_tiny_random_lab_model():
+    import jax
+
+    from metareason.format import LabFormat
+    from metareason.model import init
+    from metareason.model.presets import model_preset
+    from metareason.probe.analysis import leak_cut
+    from metareason.runs import LoadedModel
+    from metareason.tasks.lab import LabConfig
+    from metareason.reproduce.trajectories import collect
+
+    lab = LabConfig(families=("arith",), style="long", difficulty=(1,), train_size=30, eval_size=3)
+    config = model_preset("lab-tiny")
+    model = LoadedModel.wrap(config, init(config, jax.random.key(0)), lab=lab)
+    raw = collect(model, questions=2, samples=1, twin_style="incorrect", max_rounds=1)
+    g = raw["groups"]
+    assert len(g["correct"]) == 2 and len(g["twin"]) == 2 and raw["sampled"] == 2
+    assert raw["sampled_correct"] == len(g["own-correct"]) <= 2
+    fmt = LabFormat()
+    from metareason.tasks.lab import lab_records
+    recs = list(lab_records(lab, "test"))[:2]
+    for it, r in zip(g["correct"], recs):
+        ex = fmt.probe_example(r["question"], r["trajectory"], r["answer"])
+        assert len(it["loss"]) == len(ex.trajectory) + 1 and it["question"] == str(r["id"])
+        # the cut, from the text: where the answer's tokens first appear in the trajectory's tokens
+        traj, ans = fmt.vocab.encode(r["trajectory"]), fmt.vocab.encode(r["answer"])
+        assert it["cut"] == leak_cut(traj, ans) < len(traj)  # the long style states the answer before the end
