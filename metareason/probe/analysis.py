@@ -242,7 +242,8 @@ def curve_shape(band: dict, curves: Sequence[dict] | None = None) -> dict:
     return {"peak_x": float(x[peak]), "falls_from": float(x[falls]), "monotone_share": share, "drop": drop}
 
 
-def _event_changes(curve: dict, events: Sequence[dict], floor: float, gap: int):
+def _event_changes(curve: dict, events: Sequence[dict], floor: float, gap: int,
+                   control_types: Sequence[str] | None = None):
     """(relative change at each event: [(kind, value)], control values: float[]) of one curve
     probed at every token; token i's change is |L(k=i+1) - L(k=i)| / max(L(k=i), floor)."""
     k = np.asarray(curve["k"])
@@ -258,12 +259,15 @@ def _event_changes(curve: dict, events: Sequence[dict], floor: float, gap: int):
             continue  # past the curve (e.g. after the leak cut)
         at.append((str(e["kind"]), float(r[i])))
         taken[max(0, i - gap):i + gap + 1] = True
+    if control_types is not None:
+        types = list(curve["types"])[:T]
+        taken |= ~np.isin(np.asarray(types + [""] * (T - len(types)), dtype=object), list(control_types))
     return at, r[~taken]
 
 
 def matched_reflection_changes(curves: Sequence[dict], events_per_curve: Sequence[Sequence[dict]], *,
                                floor: float = REFLECTION_FLOOR, gap: int = 2, level: float = 0.95,
-                               resamples: int = 2000) -> dict:
+                               resamples: int = 2000, control_types: Sequence[str] | None = None) -> dict:
     """E5 with matched controls. curves: probed at every token (k = 0..T); events_per_curve: per
     curve a list of {"index": trajectory token index of the event word, "kind": "corrected",
     "confirmed", "silent", "alternatively", ...}. The statistic is the paper's relative change
@@ -272,7 +276,8 @@ def matched_reflection_changes(curves: Sequence[dict], events_per_curve: Sequenc
 
     The control of an event is its own trajectory: every token of the same curve farther than
     `gap` tokens from any event (same model, question, length and style; `gap` keeps the event's
-    own neighbourhood out). Per event the excess = change at the event minus the mean (or median)
+    own neighbourhood out); with `control_types` only tokens of those types (the curve's "types",
+    e.g. ("connective",): other structural words) count as controls. Per event the excess = change at the event minus the mean (or median)
     change of its curve's controls.
 
     Returns {"floor", "gap", "kinds": {kind: {"n", "mean", "median" (bootstrap), "control_mean",
@@ -290,7 +295,7 @@ def matched_reflection_changes(curves: Sequence[dict], events_per_curve: Sequenc
     ctl_median: dict[str, list[float]] = {}
     per_curve: list[dict[str, list[float]]] = []
     for c, evs in zip(curves, events_per_curve):
-        at, ctl = _event_changes(c, evs, floor, gap)
+        at, ctl = _event_changes(c, evs, floor, gap, control_types)
         cm = float(ctl.mean()) if ctl.size else math.nan
         cmed = float(np.median(ctl)) if ctl.size else math.nan
         mine: dict[str, list[float]] = {}

@@ -66,3 +66,14 @@ def test_token_type_changes_floor_keeps_old_default():
     new = token_type_changes([c], floor=0.05)
     assert new["all"][0][0] == pytest.approx(np.mean([0.9999, 1e-4 / 0.05]))
     assert math.isclose(new["all"][0][4], np.median([0.9999, 1e-4 / 0.05]))
+
+
+def test_control_types_restrict_the_controls():
+    loss = [1.0, 0.5, 0.5, 0.25, 0.25, 1.0]
+    c = _curve(loss)
+    c["types"] = ["word", "reflection", "connective", "word", "connective"]
+    ev = [{"index": 1, "kind": "corrected"}]
+    res = matched_reflection_changes([c], [ev], floor=0.05, gap=0, control_types=("connective",), resamples=10)
+    ctl = [_brute(loss, 2, 0.05), _brute(loss, 4, 0.05)]  # tokens 2 and 4 are the connectives
+    assert res["kinds"]["corrected"]["control_mean"].estimate == pytest.approx(np.mean(ctl))
+    assert res["kinds"]["corrected"]["excess_mean"].estimate == pytest.approx(0.0 - np.mean(ctl))
