@@ -68,6 +68,7 @@ def analyse(params: Any, config: ModelConfig, groups: dict[str, Sequence[Example
     res: dict[str, Any] = {"groups": {n: len(c) for n, c in curves.items()}, "ema_alpha": alpha, "every": every}
     bands = {n: analysis.mean_band(c, alpha=alpha) for n, c in curves.items() if c}
     res["trend"] = {n: analysis.trend_summary(c) for n, c in curves.items() if c}
+    res["leak_cut"] = _leak_cut_views(groups, curves)
     res["figures"] = {}
     correct = {n: b for n, b in bands.items() if n.startswith("correct")}
     incorrect = {n: b for n, b in bands.items() if n.startswith("incorrect")}
@@ -88,8 +89,12 @@ def analyse(params: Any, config: ModelConfig, groups: dict[str, Sequence[Example
         all_curves = [c for cs in curves.values() for c in cs]
         if all_curves:
             stats = analysis.token_type_changes(all_curves, offsets=range(-2, 5))
+            floored = analysis.token_type_changes(all_curves, floor=analysis.REFLECTION_FLOOR)
             res["E5"] = {"stats": {t: {str(o): list(v) for o, v in d.items()} for t, d in stats.items()
-                                   if t != "ratio"}, "ratio": stats["ratio"]}
+                                   if t != "ratio"}, "ratio": stats["ratio"],
+                         "floor": analysis.REFLECTION_FLOOR,
+                         "stats_floored": {t: list(d[0]) for t, d in floored.items() if t != "ratio"},
+                         "ratio_floored": floored["ratio"]}
             res["figures"]["E5"] = str(figures.plot_token_types(stats, out / "e5_token_types.png"))
     if delimiter_examples and first:
         cuts = [trajectory_cuts(e, every=every) for e in delimiter_examples]
@@ -106,6 +111,24 @@ def analyse(params: Any, config: ModelConfig, groups: dict[str, Sequence[Example
              f"{first}: </think> + template": analysis.mean_band(with_d, alpha=alpha)},
             out / "e4_delimiter.png", title="thinking and the end-of-thinking delimiter (E4, Fig 5)"))
     return res
+
+
+def _leak_cut_views(groups: dict[str, Sequence[Example]], curves: dict[str, list[dict]]) -> dict:
+    """Per group: E2/E3's trend on curves cut before the answer first appears in the trajectory
+    (`analysis.leak_cut`), the mean curve's shape cut and uncut (`analysis.curve_shape`), and the
+    mean share of the trajectory before the cut."""
+    out = {}
+    for name, cs in curves.items():
+        if not cs:
+            continue
+        cuts = [analysis.leak_cut(e.trajectory, e.probe[e.targets]) for e in groups[name]]
+        cut = analysis.cut_curves(cs, cuts)
+        shape = analysis.curve_shape(analysis.mean_band(cut), cut)
+        full = analysis.curve_shape(analysis.mean_band(cs), cs)
+        share = [k / max(len(e.trajectory), 1) for k, e in zip(cuts, groups[name])]
+        out[name] = {"trend": analysis.trend_summary(cut), "shape": shape, "shape_uncut": full,
+                     "cut_fraction": float(np.mean(share))}
+    return out
 
 
 def lab_trajectories(params: Any, config: ModelConfig, records: Sequence[dict], *, samples: int = 2,
@@ -191,6 +214,15 @@ def _verdicts(res: dict) -> dict[str, str]:
         lines["E2"] = "; ".join(e2)
     if e3:
         lines["E3"] = "; ".join(e3)
+    for n, v in res.get("leak_cut", {}).items():
+        key = "E2" if n.startswith("correct") else "E3" if n.startswith("incorrect") else None
+        if key in lines:
+            sh, t = v["shape"], v["trend"]
+            lines[key] += (f"; {n} cut before the answer first appears (at {v['cut_fraction']:.0%} of the trajectory "
+                           f"on average): median rho {t['median_rho']:.2f}, peak at x {sh['peak_x']:.2f}, falls from x "
+                           f"{sh['falls_from']:.2f}, {sh['monotone_share']:.0%} of steps falling, drop "
+                           f"{_fmt_ci(sh['drop'])} (uncut: peak {v['shape_uncut']['peak_x']:.2f}, falls from "
+                           f"{v['shape_uncut']['falls_from']:.2f})")
     if "E4" in res:
         e = res["E4"]
         lines["E4"] = (f"L-hat with no thinking {_fmt_ci(e['no_thinking'])} vs after the full trajectory "
@@ -205,6 +237,12 @@ def _verdicts(res: dict) -> dict[str, str]:
                  for t in ("reflection", "connective", "delimiter") if t in st]
         lines["E5"] = "mean relative change caused by the token (95% CI): " + ", ".join(parts) + \
             f"; average token {_fmt_ci(st['all']['0'])} (median {st['all']['0'][4]:.3f})"
+        if "stats_floored" in res["E5"]:
+            fl, rf = res["E5"]["stats_floored"], res["E5"]["ratio_floored"]
+            lines["E5"] += f"; with L floored at {res['E5']['floor']} nats: " + ", ".join(
+                f"{t} {_fmt_ci(fl[t])} (x{rf[t]:.2f})" for t in ("reflection", "connective", "delimiter")
+                if t in fl) + \
+                f", average token {_fmt_ci(fl['all'])}"
         if "reflection" in st:
             peak = max(st["reflection"], key=lambda o: st["reflection"][o][0])
             lines["E5"] += (f"; around reflection words the mean change peaks {int(peak):+d} tokens from the word "
