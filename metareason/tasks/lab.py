@@ -143,10 +143,12 @@ def _rates(config: LabConfig) -> dict[str, float]:
 
 def _distinct(config: LabConfig, family, problem, rng: np.random.Generator) -> list:
     """`config.trajectories_per_question` pairwise distinct trajectories of `problem` (drawn in
-    order from `rng`; a repeated text is dropped and drawn again, at most 50 k + 1000 draws)."""
+    order from `rng`; a repeated text is dropped and drawn again, at most 50 k + 1000 draws).
+    A one-line ValueError when k exceeds `distinct_capacity` (exact for every style but
+    "incorrect-long", whose lower bound is only reported) or the draws run out."""
     k = config.trajectories_per_question
     capacity = distinct_capacity(family, problem, config.style, **_rates(config)) if k > 1 else 1
-    if k > capacity:
+    if k > capacity and config.style != "incorrect-long":  # its capacity is only a lower bound
         raise ValueError(f"lab: question {problem.question!r} has at most {capacity} distinct {config.style} "
                          f"trajectories, trajectories_per_question={k}")
     out, seen, draws = [], set(), 0

@@ -186,3 +186,21 @@ def test_k_distinct_trajectories_per_question_and_the_capacity_error():
         next(lab_records(LabConfig(families=("pointer",), style="incorrect", trajectories_per_question=40,
                                    train_size=5, difficulty=(1,)), "train"))
     assert cap < 40
+
+
+def test_incorrect_long_records_carry_distinct_wrong_answers_per_question():
+    config = LabConfig(families=("linear", "addition"), style="incorrect-long", trajectories_per_question=4,
+                       train_size=15, difficulty=(1, 2))
+    for r in lab_records(config, "train"):
+        assert r["style"] == "incorrect-long" and len(set(r["generations"])) == 4
+        for g in r["generations"]:  # the record keeps the true answer; each text reaches a wrong one
+            v = verify(r["question"], g)
+            assert v.is_incorrect_solution(r["answer"]) and g.endswith(f"answer is {v.conclusion}")
+
+
+def test_draws_that_stop_finding_new_texts_fail_in_one_line(monkeypatch):
+    import metareason.tasks.lab as lab
+    monkeypatch.setattr(lab, "distinct_capacity", lambda *a, **k: 10**6)  # pretend the pre-check passes
+    with pytest.raises(ValueError, match=r"^lab: question '.*': 1100 draws found 1 distinct short trajectories of "
+                                         r"trajectories_per_question=2 \(capacity 1000000\)$"):
+        next(lab_records(LabConfig(style="short", trajectories_per_question=2, train_size=5), "train"))
