@@ -77,12 +77,20 @@ class Family(abc.ABC):
     def summary(self, problem: Problem) -> list[Step]:
         """The solution compressed to one or two statements."""
 
-    def alternative(self, problem: Problem) -> Step | None:
-        """A different route to (or check of) the answer, used after "Alternatively"."""
+    def wrong_values(self, problem: Problem, step: int) -> list[str]:
+        """Every value `wrong_value(problem, step, rng)` can return (counts distinct trajectories)."""
+        raise NotImplementedError(f"family {self.name!r} does not list its wrong values")
+
+    def alternative(self, problem: Problem, slip: tuple[int, str] | None = None) -> Step | None:
+        """A different route to (or check of) the answer, used after "Alternatively". With `slip`
+        (as in `solve`), the route a solver who believes the slipped values would write: it
+        restates the slipped values, so it is false."""
         return None
 
-    def detail(self, problem: Problem, step: int) -> list[str]:
-        """Digit-level working that justifies step `step` (long trajectories write it first)."""
+    def detail(self, problem: Problem, step: int, slip: tuple[int, str] | None = None) -> list[str]:
+        """Digit-level working that justifies step `step` (long trajectories write it first);
+        with `slip`, the working of `solve(problem, slip)[step]`'s operands (the step's own
+        result is still worked right: a slip is made when the value is stated)."""
         return []
 
 
@@ -128,6 +136,12 @@ def _near(rng, value: int, low: int = 0) -> int:
     return value + 1
 
 
+def _near_values(value: int, low: int = 0) -> list[str]:
+    """Every value `_near(rng, value, low)` can return."""
+    out = [value + d for d in (-10, -3, -2, -1, 1, 2, 3, 10) if value + d >= low]
+    return [str(v) for v in (out or [value + 1])]
+
+
 class Arith(Family):
     """Arithmetic chain `a op b op c ...` evaluated left to right (+, -, and * by a digit).
     Difficulty d: d + 1 operations, operands up to 10 * d; every value stays in [0, 999]."""
@@ -169,16 +183,19 @@ class Arith(Family):
     def wrong_value(self, problem, step, rng):
         return str(_near(rng, int(self.solve(problem)[step].value)))
 
-    def detail(self, problem, step):
-        a = int(self.solve(problem)[step].chain[0].split()[0])
+    def wrong_values(self, problem, step):
+        return _near_values(int(self.solve(problem)[step].value))
+
+    def detail(self, problem, step, slip=None):
+        a = int(self.solve(problem, slip)[step].chain[0].split()[0])
         op, b = problem.data["ops"][step]
         return column_working(a, op, b)
 
     def summary(self, problem):
         return [Step((problem.question[len("compute "):-2], problem.answer))]
 
-    def alternative(self, problem):
-        steps = self.solve(problem)
+    def alternative(self, problem, slip=None):
+        steps = self.solve(problem, slip)
         if len(steps) < 2:
             return None
         # regroup: the first two operations at once, then the rest from there
@@ -223,12 +240,17 @@ class Addition(Family):
         right = int(self.solve(problem)[step].value)
         return str(int(rng.choice([v for v in range(20) if v != right])))
 
+    def wrong_values(self, problem, step):
+        right = int(self.solve(problem)[step].value)
+        return [str(v) for v in range(20) if v != right]
+
     def summary(self, problem):
         return [Step((f"{problem.data['a']} + {problem.data['b']}", problem.answer))]
 
-    def alternative(self, problem):
+    def alternative(self, problem, slip=None):
         a, b = problem.data["a"], problem.data["b"]
-        return Step((f"{a + b} - {b}", str(a)), prefix="check", suffix="ok")
+        total = self.solve(problem, slip)[-1].value if slip is not None else str(a + b)
+        return Step((f"{total} - {b}", str(a)), prefix="check", suffix="ok")
 
 
 class Linear(Family):
@@ -261,20 +283,28 @@ class Linear(Family):
             return str(c - b + a * int(rng.choice([-1, 1])) if c - b > a else c - b + a)
         return str(_near(rng, (c - b) // a, low=1))
 
-    def detail(self, problem, step):
+    def wrong_values(self, problem, step):
+        a, b, c = problem.data["a"], problem.data["b"], problem.data["c"]
+        if step == 0:
+            return [str(c - b - a), str(c - b + a)] if c - b > a else [str(c - b + a)]
+        return _near_values((c - b) // a, low=1)
+
+    def detail(self, problem, step, slip=None):
         a, b, c = problem.data["a"], problem.data["b"], problem.data["c"]
         if step == 0:
             return column_working(c, "-", b)
-        x = (c - b) // a  # division checked by multiplying back, digit by digit
+        d = int(self.solve(problem, slip)[0].value)
+        x = d // a  # division checked by multiplying back, digit by digit
         return column_working(x, "*", a) if a <= 9 else []
 
     def summary(self, problem):
         a, b, c = problem.data["a"], problem.data["b"], problem.data["c"]
         return [Step(("x", f"( {c} - {b} ) / {a}", problem.answer))]
 
-    def alternative(self, problem):
+    def alternative(self, problem, slip=None):
         a, b, c = problem.data["a"], problem.data["b"], problem.data["c"]
-        return Step((f"{a} * {problem.answer} + {b}", str(c)), prefix="check", suffix="ok")
+        x = self.solve(problem, slip)[-1].value if slip is not None else problem.answer
+        return Step((f"{a} * {x} + {b}", str(c)), prefix="check", suffix="ok")
 
 
 class Pointer(Family):
@@ -309,6 +339,10 @@ class Pointer(Family):
     def wrong_value(self, problem, step, rng):
         right = self.solve(problem)[step].value
         return str(rng.choice([k for k in problem.data["map"] if k != right]))
+
+    def wrong_values(self, problem, step):
+        right = self.solve(problem)[step].value
+        return [k for k in problem.data["map"] if k != right]
 
     def summary(self, problem):
         chain = [problem.data["start"]] + [s.value for s in self.solve(problem)]

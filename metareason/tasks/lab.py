@@ -21,7 +21,7 @@ import numpy as np
 
 from metareason.errors import MAX_SEED, check_int, flag_name
 from metareason.tasks.families import FAMILIES, get_family
-from metareason.tasks.styles import STYLES, render
+from metareason.tasks.styles import SLIP_RATE, CHECK_RATE, STYLES, check_rates, distinct_capacity, render
 from metareason.tokenize.lab import ANSWER_CLOSE, ANSWER_TEMPLATE, END_THINK, LAB_VOCAB, LabVocab
 
 __all__ = ["LabConfig", "SPLITS", "lab_records", "encode_example", "prompt_tokens", "answer_suffix_tokens",
@@ -43,7 +43,13 @@ class LabConfig:
     eval_size: int = 100
     """Questions per family in validation, test and heldout."""
     trajectories_per_question: int = 1
-    """Distinct trajectories of `style` per question (in `generations`; E10 uses up to 32)."""
+    """Distinct trajectories of `style` per question (in `generations`; E10 uses up to 32): drawn
+    until k pairwise distinct texts are found; a ValueError names the question when k exceeds
+    `styles.distinct_capacity` or draws stop finding new texts."""
+    confirm_rate: float = 0.0
+    """Share of slippable steps of long trajectories with an unconfirmed reflection (`styles`)."""
+    silent_rate: float = 0.0
+    """Share of planted slips corrected without a reflection word (`styles`)."""
     seed: int = 0
 
     def __post_init__(self):
@@ -57,6 +63,7 @@ class LabConfig:
             raise ValueError(f"difficulties must be >= 1, got {self.difficulty}")
         if self.trajectories_per_question < 1:
             raise ValueError("trajectories_per_question must be >= 1")
+        check_rates(SLIP_RATE, CHECK_RATE, self.confirm_rate, self.silent_rate)
 
     def validate(self, prefix: str = "--lab.") -> None:
         """`ConfigError` naming the flag of the first size or seed out of range."""
@@ -113,10 +120,9 @@ def lab_records(config: LabConfig, split: str, *, also_styles: Sequence[str] = (
                 made += 1
                 if s != split:
                     continue
-                trajectories = [render(family, problem, config.style, rng)
-                                for _ in range(config.trajectories_per_question)]
+                trajectories = _distinct(config, family, problem, rng)
                 extra_rng = np.random.default_rng([config.seed, fi, SPLITS.index(s), made, 1])
-                also = {st: render(family, problem, st, extra_rng).text for st in also_styles}
+                also = {st: render(family, problem, st, extra_rng, **_rates(config)).text for st in also_styles}
                 yield {
                     "id": f"lab-{name}-{split}-{made - 1}",
                     "source": "lab",
@@ -129,6 +135,34 @@ def lab_records(config: LabConfig, split: str, *, also_styles: Sequence[str] = (
                     "difficulty": problem.difficulty,
                     **({"also": also} if also_styles else {}),
                 }
+
+
+def _rates(config: LabConfig) -> dict[str, float]:
+    return {"confirm_rate": config.confirm_rate, "silent_rate": config.silent_rate}
+
+
+def _distinct(config: LabConfig, family, problem, rng: np.random.Generator) -> list:
+    """`config.trajectories_per_question` pairwise distinct trajectories of `problem` (drawn in
+    order from `rng`; a repeated text is dropped and drawn again, at most 50 k + 1000 draws).
+    A one-line ValueError when k exceeds `distinct_capacity` (exact for every style but
+    "incorrect-long", whose lower bound is only reported) or the draws run out."""
+    k = config.trajectories_per_question
+    capacity = distinct_capacity(family, problem, config.style, **_rates(config)) if k > 1 else 1
+    if k > capacity and config.style != "incorrect-long":  # its capacity is only a lower bound
+        raise ValueError(f"lab: question {problem.question!r} has at most {capacity} distinct {config.style} "
+                         f"trajectories, trajectories_per_question={k}")
+    out, seen, draws = [], set(), 0
+    while len(out) < k:
+        if draws >= 50 * k + 1000:
+            raise ValueError(f"lab: question {problem.question!r}: {draws} draws found {len(out)} distinct "
+                             f"{config.style} trajectories of trajectories_per_question={k} "
+                             f"(capacity {capacity}{', a lower bound' if config.style == 'incorrect-long' else ''})")
+        t = render(family, problem, config.style, rng, **_rates(config))
+        draws += 1
+        if t.text not in seen:
+            seen.add(t.text)
+            out.append(t)
+    return out
 
 
 def prompt_tokens(question: str, vocab: LabVocab = LAB_VOCAB) -> list[int]:

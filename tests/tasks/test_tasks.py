@@ -20,7 +20,7 @@ def test_every_style_is_verified_by_the_checker(family, difficulty):
         for style in STYLES:
             t = render(fam, problem, style, rng)
             v = verify(problem.question, t.text)
-            if style == "incorrect":
+            if style.startswith("incorrect"):
                 assert v.is_incorrect_solution(problem.answer), (problem.question, t.text, v)
                 assert t.answer != problem.answer
             elif style == "none":
