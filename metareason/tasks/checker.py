@@ -5,7 +5,10 @@ Every chain in the trajectory (`12 + 7 = 19`, `5 * x = 28 - 3 = 25`, `a -> c -> 
 evaluated: arithmetic left to right with parentheses and exact division (the unknown x solved
 from the question's own equation), pointer hops looked up in the question's map. A chain
 followed by a reflection word is a planted slip and must be false; every other chain must be
-true. The trajectory's conclusion is the value after "answer is" / "result is", else the last
+true. A chain followed by `[reflection word] ,` and a restatement of it (the same chain up to its
+last value) is a correction when the restated value differs, and must then be false (with or
+without the reflection word: a silent correction), or a confirmation when it is the same value,
+and must then be true. The trajectory's conclusion is the value after "answer is" / "result is", else the last
 chain's last element.
 """
 
@@ -78,12 +81,15 @@ class _Chain:
     parts: list[list[str]]
     op: str
     slip: bool
+    comma: bool = False
+    """Followed by "," (after an optional reflection word) within its statement."""
 
 
 def _chains(text: str) -> list[_Chain]:
     """All chains (>= 2 parts joined by = or ->) in `text`, in order."""
     out = []
     for statement in text.split(";"):
+        first = len(out)
         toks = statement.split()
         i = 0
         while i < len(toks):
@@ -104,7 +110,12 @@ def _chains(text: str) -> list[_Chain]:
                 if len(ops) != 1 or any(not p for p in parts):
                     raise _ParseError(f"malformed chain in {statement.strip()!r}")
                 j = i + 1 if i < len(toks) and toks[i] == "," else i
-                out.append(_Chain(parts, ops.pop(), j < len(toks) and toks[j] in REFLECTION_WORDS))
+                reflected = j < len(toks) and toks[j] in REFLECTION_WORDS
+                comma = (i < len(toks) and toks[i] == ",") or (reflected and j + 1 < len(toks) and toks[j + 1] == ",")
+                out.append(_Chain(parts, ops.pop(), reflected, comma))
+        for a, b in zip(out[first:], out[first + 1:]):  # a restated chain: a correction or a confirmation
+            if a.comma and a.op == b.op and a.parts[:-1] == b.parts[:-1]:
+                a.slip = a.parts[-1] != b.parts[-1]
     return out
 
 

@@ -123,9 +123,8 @@ def test_confirm_and_silent_rates_are_planted_as_configured(family):
         assert found == list(t.events)  # the text alone tells the kinds apart
         assert all(LAB_VOCAB.split(t.text)[e["index"]] == e["word"] for e in found)
         kinds = [e["kind"] for e in found]
-        v = verify(problem.question, t.text)  # confirmed chains are true, silent ones false
-        assert (v.true_slips, v.false_steps, v.conclusion) == (kinds.count("confirmed"), kinds.count("silent"),
-                                                               problem.answer)
+        v = verify(problem.question, t.text)  # the checker reads confirmations and silent corrections
+        assert v.is_valid_solution(problem.answer), t.text
         slippable += sum(len(s.chain) >= 2 for s in fam.solve(problem))
         confirmed += kinds.count("confirmed")
         corrected += kinds.count("corrected")
@@ -204,3 +203,24 @@ def test_draws_that_stop_finding_new_texts_fail_in_one_line(monkeypatch):
     with pytest.raises(ValueError, match=r"^lab: question '.*': 1100 draws found 1 distinct short trajectories of "
                                          r"trajectories_per_question=2 \(capacity 1000000\)$"):
         next(lab_records(LabConfig(style="short", trajectories_per_question=2, train_size=5), "train"))
+
+
+def test_checker_reads_confirmations_and_silent_corrections():
+    """The independent checker accepts correct long trajectories with unconfirmed reflections and
+    silent corrections (a confirmation must be true, a silent correction false), and counts a wrong
+    confirmation or an unmarked false restatement as an error."""
+    from metareason.tasks.checker import verify
+    from metareason.tasks.families import FAMILIES
+    from metareason.tasks.styles import render
+
+    for name, family in FAMILIES.items():
+        rng = np.random.default_rng(7)
+        for _ in range(60):
+            p = family.sample(rng, int(rng.integers(1, 3)))
+            t = render(family, p, "long", rng, confirm_rate=0.3, silent_rate=0.5)
+            assert verify(p.question, t.text).is_valid_solution(p.answer), (name, t.text)
+    q = "compute 2 + 3 ?"
+    assert verify(q, "2 + 3 = 5 Wait , 2 + 3 = 5 ; Therefore answer is 5").is_valid_solution("5")  # confirmed
+    assert verify(q, "2 + 3 = 6 , 2 + 3 = 5 ; Therefore answer is 5").is_valid_solution("5")  # silent correction
+    assert verify(q, "2 + 3 = 6 Wait , 2 + 3 = 6 ; Therefore answer is 6").false_steps == 2  # a false confirmation
+    assert verify(q, "2 + 3 = 5 , 2 + 3 = 6 ; Therefore answer is 6").true_slips == 1  # a right value "corrected"

@@ -40,7 +40,8 @@ def test_checker_catches_wrong_steps_and_unmarked_slips():
     assert verify(q, "12 + 7 = 18 Wait , 12 + 7 = 19 ; 19 - 5 = 14").is_valid_solution("14")
     bad = verify(q, "12 + 7 = 18 ; 18 - 5 = 13")
     assert bad.false_steps == 1 and bad.conclusion == "13" and bad.is_incorrect_solution("14")
-    assert verify(q, "12 + 7 = 19 Wait , 12 + 7 = 19 ; 19 - 5 = 14").true_slips == 1
+    assert verify(q, "12 + 7 = 19 Wait , 12 + 7 = 19 ; 19 - 5 = 14").is_valid_solution("14")  # a confirmation
+    assert verify(q, "12 + 7 = 19 Wait ; 19 - 5 = 14").true_slips == 1  # a "slip" that is right
     lin = "solve 3 * x + 4 = 19 ?"
     assert verify(lin, "3 * x = 19 - 4 = 15 ; x = 15 / 3 = 5").is_valid_solution("5")
     assert not verify(lin, "3 * x = 19 - 4 = 15 ; x = 15 / 3 = 6").is_valid_solution("6")
