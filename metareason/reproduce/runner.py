@@ -168,9 +168,17 @@ def full_scale_commands() -> dict[str, list[tuple[str, str]]]:
     path = Path(__file__).resolve().parents[2] / "experiments" / "full_scale.py"
     if not path.is_file():
         return {}
-    spec = importlib.util.spec_from_file_location("_metareason_full_scale", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    name = "_metareason_full_scale"
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
     out: dict[str, list[tuple[str, str]]] = {}
     for run in module.runs():
         for name in dict.fromkeys(re.findall(r"\bE\d+\b", run.experiments)):
