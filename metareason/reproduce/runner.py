@@ -194,6 +194,14 @@ def _bar(total: int, progress: bool):
     return tqdm(total=total, desc="reproduce", unit="unit", file=sys.stderr)
 
 
+def _say(bar, message: str) -> None:
+    """One progress line on stderr (above the bar, when there is one)."""
+    if bar is not None:
+        bar.write(message, file=sys.stderr)
+    else:
+        print(message, file=sys.stderr, flush=True)
+
+
 def _not_measured(claims: Sequence[Claim], status: str, note: str) -> list[dict]:
     return [{**ClaimResult(c, None, "inconclusive", note=note).as_dict(), "status": status} for c in claims]
 
@@ -233,8 +241,7 @@ def reproduce(budget: Budget, out: str | Path, *, only: Sequence[str] = (),
             if u.key in done:
                 records[u.key] = {"status": "resumed", "seconds": done[u.key].get("seconds", 0.0)}
                 if progress:
-                    print(f"reproduce: {u.key}: done before ({records[u.key]['seconds']:.1f} s), skipped",
-                          file=sys.stderr, flush=True)
+                    _say(bar, f"reproduce: {u.key}: done before ({records[u.key]['seconds']:.1f} s), skipped")
             elif bad := [n for n in u.needs if n in failed]:
                 failed[u.key] = f"needs {bad[0]}, which failed"
                 records[u.key] = {"status": "failed", "seconds": 0.0, "error": failed[u.key]}
@@ -252,14 +259,13 @@ def reproduce(budget: Budget, out: str | Path, *, only: Sequence[str] = (),
                     done[u.key] = record
                     records[u.key] = {"status": "ran", "seconds": seconds}
                     if progress:
-                        print(f"reproduce: {u.key}: {seconds:.1f} s", file=sys.stderr, flush=True)
+                        _say(bar, f"reproduce: {u.key}: {seconds:.1f} s")
                 except Exception as e:  # noqa: BLE001 - recorded; the independent units still run
                     seconds = time.perf_counter() - t0
                     failed[u.key] = " ".join(f"{type(e).__name__}: {e}".split())
                     records[u.key] = {"status": "failed", "seconds": seconds, "error": failed[u.key],
                                       "traceback": traceback.format_exc()}
-                    print(f"reproduce: {u.key}: FAILED after {seconds:.1f} s: {failed[u.key]}", file=sys.stderr,
-                          flush=True)
+                    _say(bar, f"reproduce: {u.key}: FAILED after {seconds:.1f} s: {failed[u.key]}")
             if bar is not None:
                 bar.update(1)
     finally:

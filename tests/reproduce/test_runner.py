@@ -236,3 +236,12 @@ def test_cli_runs_and_exits_1_when_a_unit_failed(tmp_path, capsys, monkeypatch):
     f.fail = set()
     main(["reproduce", "--budget", "smoke", "--only", "E3", "E2", "--out", str(tmp_path / "o")])
     assert f.calls["e3/seed-0"] == 2 and f.calls["e3/seed-1"] == 1
+
+
+def test_progress_prints_one_line_per_unit(tmp_path, capsys):
+    f = Fakes()
+    reproduce(SMOKE, tmp_path / "o", only=("E3",), experiments=f.registry(), progress=True)
+    err = capsys.readouterr().err
+    assert all(f"reproduce: e3/seed-{s}: " in err for s in (0, 1))
+    reproduce(SMOKE, tmp_path / "o", only=("E3",), experiments=f.registry(), progress=True)
+    assert capsys.readouterr().err.count("skipped") == 2
