@@ -42,8 +42,8 @@ def test_format_measured():
 def test_claims_table_rows():
     lines = claims_table(_report()["claims"]).splitlines()
     assert len(lines) == 4 and lines[1] == "|---|---|---|---|---|---|---|---|"
-    assert lines[2] == ("| E7a | SFT then GRPO beats zero-RL \\| at Pass@8 | +12.1 points | 0.123 [0.05, 0.2] | 32 | 3 | "
-                        "**supported** | lab scale |")
+    assert lines[2] == ("| E7a | SFT then GRPO beats zero-RL \\| at Pass@8 | +12.1 points | 0.123 [0.05, 0.2] | "
+                        "32 | 3 | **supported** | lab scale |")
     assert lines[3] == ("| E2a | Loss falls along the trajectory | 0.8 -> 0.2 | - | 0 | 0 | **not measured** | "
                         "not measured: unit lab-model/seed-1 failed |")
 
