@@ -11,12 +11,14 @@ its fields and docstrings into flags and help); the work lives in library functi
     metareason demo
     metareason compare --model runs/my-run --out runs/my-compare
     metareason export runs/my-run hf/my-run
+    metareason reproduce --budget smoke --out runs/reproduce-smoke
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import sys
 
@@ -27,6 +29,7 @@ from metareason.errors import ConfigError, MetareasonError
 from metareason.evaluate.run import EvalConfig, run_eval
 from metareason.parallel import initialize_distributed
 from metareason.probe.run import ProbeConfig, run_probe
+from metareason.reproduce.runner import ReproduceConfig, run_reproduce
 from metareason.runs.checkpoint import CheckpointDamaged
 from metareason.runs.export import ExportConfig, run_export
 from metareason.selfcheck import SelfCheck, run_selfcheck
@@ -38,7 +41,7 @@ from metareason.train.sft import SFTConfig, train_sft
 
 __all__ = ["main", "parse_config", "BAD_INPUT", "DEBUG_ENV"]
 
-USAGE = "usage: metareason [--debug] {selfcheck,train,rl,eval,probe,demo,compare,export} [--help]"
+USAGE = "usage: metareason [--debug] {selfcheck,train,rl,eval,probe,demo,compare,export,reproduce} [--help]"
 
 #: Set to 1 to see the traceback of a bad-input error (as the global flag --debug does).
 DEBUG_ENV = "METAREASON_DEBUG"
@@ -105,18 +108,20 @@ def parse_config(command: str, argv: list[str]):
     """The config `metareason COMMAND ARGV...` runs with, validated (every numeric flag in range,
     a one-line `ConfigError` naming the flag otherwise), without running anything (for checking
     command lines, e.g. experiments/full_scale.py --check). Commands: train, rl, eval, probe,
-    compare, demo."""
+    compare, demo, reproduce."""
     if command == "train":
         cfg = _preset_cli(argv, SFTConfig, train_presets(), "lab", "metareason train",
                           "SFT on the synthetic lab, or (--init MODEL_OR_RUN --data FILE) on the generations of a "
                           ".jsonl / .parquet file.")
     elif command == "rl":
         cfg = _preset_cli(argv, GRPOConfig, rl_presets(), "arith", "metareason rl", "GRPO on the synthetic lab.")
-    elif command in ("eval", "probe", "compare", "demo"):
-        cls = {"eval": EvalConfig, "probe": ProbeConfig, "compare": CompareConfig, "demo": DemoConfig}[command]
+    elif command in ("eval", "probe", "compare", "demo", "reproduce"):
+        cls = {"eval": EvalConfig, "probe": ProbeConfig, "compare": CompareConfig, "demo": DemoConfig,
+               "reproduce": ReproduceConfig}[command]
         cfg = _tyro(cls, argv, f"metareason {command}")
     else:
-        raise ConfigError(f"no config to parse for command {command!r} (train, rl, eval, probe, compare, demo)")
+        raise ConfigError(f"no config to parse for command {command!r} (train, rl, eval, probe, compare, demo, "
+                          "reproduce)")
     cfg.validate()
     return cfg
 
@@ -169,8 +174,20 @@ def _export(argv: list[str]) -> None:
     print(f"wrote {run_export(cfg)}")
 
 
+def _reproduce(argv: list[str]) -> None:
+    """Every experiment of the paper with its seeds, a verdict per claim, one report (--budget, --only)."""
+    cfg = parse_config("reproduce", argv)
+    report = run_reproduce(cfg)
+    failed = json.loads((report.parent / "report.json").read_text())["failed"]
+    print(f"wrote {report} and {report.parent / 'report.json'}")
+    if failed:
+        print(f"metareason: {len(failed)} unit(s) failed ({', '.join(failed)}); their claims are not measured; "
+              "see report.md", file=sys.stderr)
+        raise SystemExit(1)
+
+
 COMMANDS = {"selfcheck": _selfcheck, "train": _train, "rl": _rl, "eval": _eval, "probe": _probe, "demo": _demo,
-            "compare": _compare, "export": _export}
+            "compare": _compare, "export": _export, "reproduce": _reproduce}
 
 
 def _message(err: BaseException) -> str:
