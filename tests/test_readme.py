@@ -113,7 +113,7 @@ def parse_command(argv: list[str]):
     from metareason.studies.compare import CompareConfig
 
     other = {"selfcheck": SelfCheck, "demo": DemoConfig, "compare": CompareConfig, "export": ExportConfig}
-    assert set(cli.COMMANDS) == {"train", "rl", "eval", "probe"} | set(other), "a command without a parser here"
+    assert set(cli.COMMANDS) == {"train", "rl", "eval", "probe", "reproduce"} | set(other), "a command without a parser here"
     command, args = argv[0], argv[1:]
     if command in other:
         return tyro.cli(other[command], args=args, prog=f"metareason {command}")
