@@ -81,6 +81,10 @@ class LabConfig:
 
 def _check_modes(config: LabConfig) -> None:
     """ValueError (one line) on an unknown mode, a malformed mix entry or mix fractions over 1."""
+    if isinstance(config.mix, (list, tuple)) and all(isinstance(e, (list, tuple)) for e in config.mix):
+        object.__setattr__(config, "mix", tuple(tuple(e) for e in config.mix))  # from JSON: lists
+    if not isinstance(config.mix, tuple):
+        raise ValueError(f"lab mix must be a tuple of (style, mode, fraction) entries, got {config.mix!r}")
     if config.mode not in MODES:
         raise ValueError(f"unknown lab mode {config.mode!r} (known: {', '.join(repr(m) for m in MODES)})")
     total = 0.0
