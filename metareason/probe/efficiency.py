@@ -219,24 +219,28 @@ def mode_efficiency(params: Any, config: ModelConfig, records: Sequence[dict], *
             return [int(fmt.verdict([*closed_force, *a], r).correct) for a, r in zip(answer_ids, records)]
         return [int(fmt.verdict(fmt.decode([*closed_force, *a]) + "}", r).correct) for a, r in zip(answer_ids, records)]
 
-    def row(prompts, thoughts):
-        f = template if _prompt_has_end(fmt, prompts[0]) else force
-        ctx = [np.concatenate([p, t]).astype(np.int32) for p, t in zip(prompts, thoughts)]
-        got, nll = forced_answers(params, config, ctx, f, answers, close_id=close, parse=np.asarray,
-                                  max_answer_tokens=MAX_ANSWER_TOKENS)
-        return {"tokens": [int(len(t)) for t in thoughts], "correct": judge(got, f),
-                "nll": [float(x) for x in nll]}
-
-    rows = {"no_think": row(no_think, [np.zeros(0, np.int32)] * n)}
-    for b in sorted({int(b) for b in budgets if b > 0}):
-        rows[f"think@{b}"] = row(think, [t[:b] for t in own])
-    rows["think"] = row(think, own)
-    end_ctx = [np.concatenate([p, t]).astype(np.int32) for p, t in zip(think, own)]
-    no_delim = answer_nll(params, config, end_ctx, template, answers)
+    specs = [("no_think", no_think, [np.zeros(0, np.int32)] * n)]
+    specs += [(f"think@{b}", think, [t[:b] for t in own]) for b in sorted({int(b) for b in budgets if b > 0})]
+    specs.append(("think", think, own))
     if summaries is not None:
         summ = [np.asarray(fmt.vocab.encode(s) if is_lab else fmt.tok.encode(s), np.int32) for s in summaries]
-        rows["summary"] = row(think, summ)
-        rows["think@summary"] = row(think, [t[:len(s)] for t, s in zip(own, summ)])
+        specs += [("summary", think, summ), ("think@summary", think, [t[:len(s)] for t, s in zip(own, summ)])]
+    rows: dict[str, dict] = {}
+    # one forced decode and one NLL pass per forced head (HF no-thinking prompts closed the block already)
+    for closed in (False, True):
+        group = [sp for sp in specs if _prompt_has_end(fmt, sp[1][0]) == closed]
+        if not group:
+            continue
+        f = template if closed else force
+        ctx = [np.concatenate([p, t]).astype(np.int32) for _, ps, ts in group for p, t in zip(ps, ts)]
+        got, nll = forced_answers(params, config, ctx, f, answers * len(group), close_id=close, parse=np.asarray,
+                                  max_answer_tokens=MAX_ANSWER_TOKENS)
+        for k, (name, _, thoughts) in enumerate(group):
+            rows[name] = {"tokens": [int(len(t)) for t in thoughts], "correct": judge(got[k * n:(k + 1) * n], f),
+                          "nll": [float(x) for x in nll[k * n:(k + 1) * n]]}
+    rows = {name: rows[name] for name, _, _ in specs}
+    end_ctx = [np.concatenate([p, t]).astype(np.int32) for p, t in zip(think, own)]
+    no_delim = answer_nll(params, config, end_ctx, template, answers)
     return {"rows": rows, "budgets": sorted({int(b) for b in budgets if b > 0}), "n": n,
             "end_nll_no_delimiter": [float(x) for x in no_delim]}
 

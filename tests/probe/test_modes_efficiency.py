@@ -3,6 +3,7 @@ the forced answers equal the sampler's budget forcing; the same for a tiny Huggi
 
 import jax
 import numpy as np
+import pytest
 
 from metareason.format import LabFormat
 from metareason.model import init
@@ -20,6 +21,7 @@ def _ref_nll(params, config, ctx, probe_head, answer):
     return float(ref.mean[0, 0])
 
 
+@pytest.mark.slow  # ~20-50 s on the shared 2 cores (compilations)
 def test_lab_modes_matched_tokens_and_budget_forcing():
     config = model_preset("lab-tiny")
     params = init(config, jax.random.key(2))
@@ -56,6 +58,7 @@ def test_lab_modes_matched_tokens_and_budget_forcing():
     assert acc["low"] <= np.mean(want) <= acc["high"]
 
 
+@pytest.mark.slow
 def test_hf_modes_empty_think_block(tmp_path):
     from reference import CHATML, tiny_hf_dir, write_tiny_tokenizer
     from metareason.format import HFFormat
