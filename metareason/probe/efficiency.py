@@ -205,7 +205,8 @@ def mode_efficiency(params: Any, config: ModelConfig, records: Sequence[dict], *
     close = fmt.vocab.ids["}"] if is_lab else _single_id(fmt, "}")
     think = [np.asarray(mode_prompt(fmt, r, "think"), np.int32) for r in records]
     no_think = [np.asarray(mode_prompt(fmt, r, "no_think"), np.int32) for r in records]
-    room = config.max_position_embeddings - max(map(len, think)) - len(force) - MAX_ANSWER_TOKENS
+    # the forced decode pads prompt + thinking + force up to a multiple of 32: keep that slack
+    room = config.max_position_embeddings - 32 - max(map(len, think)) - len(force) - MAX_ANSWER_TOKENS
     max_thinking = max_thinking or room
     if not 1 <= max_thinking <= room:
         raise ValueError(f"max_thinking must be in [1, {room}] (the context's room after the prompt), got "

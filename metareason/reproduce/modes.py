@@ -37,6 +37,9 @@ summaries are in training), 20% empty thinking under /no_think (E4's no-thinking
 E12_BUDGETS = (4, 8, 16, 32, 64, 128)
 """Budget forcing's thinking budgets (tokens) of E12's curve."""
 
+MAX_THINKING = 256
+"""The most thinking tokens a probe unit lets the model write (the lab model trains at seq_len 288)."""
+
 #: The mean /think accuracy below which a model counts as at chance (cannot support a claim).
 AT_CHANCE = 0.1
 
@@ -61,7 +64,7 @@ def probe_unit(budget: Budget, seed: int, kind: str) -> Unit:
     model_key = f"lab-model/seed-{seed}"
     budgets = E12_BUDGETS if kind == "e12" else ()
     settings = {"questions": _questions(budget), "budgets": list(budgets), "summaries": kind == "e12",
-                "model": model_key}
+                "max_thinking": MAX_THINKING, "model": model_key}
 
     def run(folder: Path, inputs: Mapping[str, dict]) -> dict:
         from metareason.probe.efficiency import mode_efficiency
@@ -77,7 +80,7 @@ def probe_unit(budget: Budget, seed: int, kind: str) -> Unit:
             records.append(r)
         summaries = [r["also"]["summary"] for r in records] if kind == "e12" else None
         raw = mode_efficiency(model.params, model.config, records, budgets=budgets, summaries=summaries,
-                              fmt=model.format)
+                              fmt=model.format, max_thinking=MAX_THINKING)
         return {**raw, "ids": [r["id"] for r in records]}
 
     return Unit(key=f"{kind}/seed-{seed}", settings=settings, run=run, needs=(model_key,))
