@@ -94,10 +94,10 @@ class _QuietConfigWarning(logging.Filter):
 logging.getLogger("absl").addFilter(_QuietConfigWarning())
 
 
-def record_features() -> tfds.features.FeaturesDict:
+def record_features(optional: Sequence[str] = ()) -> tfds.features.FeaturesDict:
     """The tfds features of a record: Text per text field, a Sequence of Text for generations,
-    int64 difficulty."""
-    spec: dict[str, Any] = {name: tfds.features.Text() for name in TEXT_FIELDS}
+    int64 difficulty, and Text per `optional` field (stored "" when absent)."""
+    spec: dict[str, Any] = {name: tfds.features.Text() for name in (*TEXT_FIELDS, *optional)}
     spec["generations"] = tfds.features.Sequence(tfds.features.Text())
     spec["difficulty"] = tfds.features.Scalar(np.int64)
     return tfds.features.FeaturesDict(spec)
@@ -133,6 +133,8 @@ class RecordsBuilder(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     SPLITS: tuple[str, ...] = ()
     """The split names to build (in this order)."""
+    OPTIONAL: tuple[str, ...] = ()
+    """Optional record fields (`metareason.data.records.OPTIONAL_FIELDS`) this builder stores."""
 
     def __init__(self, *, data_dir: str | Path | None = None, config: str | tfds.core.BuilderConfig | None = None,
                  file_format: str = "array_record", **kwargs: Any):
@@ -177,7 +179,7 @@ class RecordsBuilder(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         doc = (type(self).__doc__ or self.name).strip()
-        return tfds.core.DatasetInfo(builder=self, description=doc, features=record_features(),
+        return tfds.core.DatasetInfo(builder=self, description=doc, features=record_features(self.OPTIONAL),
                                      disable_shuffling=True)
 
     def _split_generators(self, dl_manager: Any) -> dict[str, Iterator[tuple[int, Record]]]:
@@ -201,7 +203,7 @@ class RecordsBuilder(tfds.core.GeneratorBasedBuilder):
             if record["id"] in seen:
                 raise DataError(f"{self.name} split {split!r}: duplicate id {record['id']!r}")
             seen.add(record["id"])
-            yield index, record
+            yield index, {**record, **{name: record.get(name, "") for name in self.OPTIONAL}}
 
 
 class RecordSource:

@@ -16,7 +16,8 @@ class LabBuilder(RecordsBuilder):
     """Synthetic reasoning lab: programmatically solved questions with trajectories of one style."""
 
     name = "metareason_lab"
-    VERSION = tfds.core.Version("1.0.0")  # bump whenever lab_records would write different records
+    VERSION = tfds.core.Version("1.1.0")  # bump whenever lab_records would write different records
+    OPTIONAL = ("mode",)  # 1.1.0: the prompt's mode marker (two-mode lab, LabConfig.mode / mix)
     SPLITS = SPLITS
 
     def _records(self, split):

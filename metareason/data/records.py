@@ -12,6 +12,10 @@ A record is a plain dict with exactly these fields:
     generations list[str]  further trajectories / model generations for the question; may be []
     difficulty  int        >= 0, or -1 when unknown
 
+and one optional field (`OPTIONAL_FIELDS`), present only when non-empty:
+
+    mode        str        the prompt's mode marker ("think", "no_think": the lab's two-mode model)
+
 `normalize_record` is the one validating constructor: it fills the optional fields, decodes
 bytes (what tensorflow-datasets returns) to str, turns numpy scalars and arrays into Python
 ints and lists, and raises a one-line `DataError` naming the record and field otherwise.
@@ -25,7 +29,7 @@ import numpy as np
 
 from metareason.errors import MetareasonError
 
-__all__ = ["DataError", "Record", "FIELDS", "TEXT_FIELDS", "MAX_FIELD_CHARS", "make_record", "normalize_record"]
+__all__ = ["DataError", "Record", "FIELDS", "OPTIONAL_FIELDS", "TEXT_FIELDS", "MAX_FIELD_CHARS", "make_record", "normalize_record"]
 
 MAX_FIELD_CHARS = 1_000_000
 """The most characters one text field (or one generation) may hold: about 250k tokens, beyond any
@@ -36,6 +40,9 @@ FIELDS = ("id", "source", "family", "question", "answer", "trajectory", "style",
 
 TEXT_FIELDS = ("id", "source", "family", "question", "answer", "trajectory", "style")
 """The fields that hold one string each."""
+
+OPTIONAL_FIELDS = ("mode",)
+"""Text fields a record holds only when non-empty (a record without them is as before)."""
 
 _NON_EMPTY = ("id", "question", "answer")
 _DEFAULTS = {"source": "", "family": "", "trajectory": "", "style": "", "generations": (), "difficulty": -1}
@@ -99,7 +106,7 @@ def normalize_record(record: Mapping[str, Any], *, where: str | None = None) -> 
             where = f"record {_as_text(raw_id, 'id')!r}"
         except DataError:
             where = "record"
-    unknown = sorted(set(record) - set(FIELDS))
+    unknown = sorted(set(record) - set(FIELDS) - set(OPTIONAL_FIELDS))
     if unknown:
         raise DataError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(FIELDS)})")
     out: dict[str, Any] = {}
@@ -136,7 +143,13 @@ def normalize_record(record: Mapping[str, Any], *, where: str | None = None) -> 
         raise DataError(f"{where}: field 'difficulty' must be >= 0 or -1 (unknown) and below 2**31, got "
                         f"{int(difficulty) if difficulty < 2**63 else 'a larger integer'}")
     out["difficulty"] = int(difficulty)
-    return Record(**{name: out[name] for name in FIELDS})
+    optional = {}
+    for name in OPTIONAL_FIELDS:
+        value = record.get(name)
+        value = "" if value is None else _as_text(value, f"{where}: field {name!r}")
+        if value:
+            optional[name] = value
+    return Record(**{name: out[name] for name in FIELDS}, **optional)
 
 
 def make_record(*, id: str, question: str, answer: str, source: str = "", family: str = "",  # noqa: A002

@@ -1,6 +1,6 @@
 """`LabFormat`: the synthetic lab's vocabulary and layout (`metareason.tasks.lab`).
 
-    <bos> question <think> | trajectory | </think> **Final Answer** \\boxed{ answer } <eos>
+    <bos> question [/think | /no_think] <think> | trajectory | </think> **Final Answer** \\boxed{ answer } <eos>
 
 The verdict is the exact match of the boxed answer (`lab_verdict`)."""
 
@@ -37,10 +37,11 @@ class LabFormat:
         self.sentence_ids = self.step_ids
 
     def prompt(self, record: dict) -> list[int]:
-        return prompt_tokens(record["question"], self.vocab)
+        """`<bos> question [MARK] <think>`, MARK the marker of record["mode"] (none when absent or "")."""
+        return prompt_tokens(record["question"], self.vocab, record.get("mode", ""))
 
     def probe_example(self, question: str, trajectory: str, answer: str, *, delimiter: bool = False,
-                      meta: dict | None = None) -> Example:
+                      meta: dict | None = None, mode: str = "") -> Example:
         v = self.vocab
         ans = v.encode(answer) if answer.strip() else []
         if not ans:
@@ -49,7 +50,7 @@ class LabFormat:
         probe = head + ans + [v.ids[ANSWER_CLOSE]]
         targets = [False] * len(head) + [True] * len(ans) + [False]
         traj = v.encode(trajectory)
-        return Example(np.asarray(self.prompt({"question": question}), np.int32), np.asarray(traj, np.int32),
+        return Example(np.asarray(self.prompt({"question": question, "mode": mode}), np.int32), np.asarray(traj, np.int32),
                        np.asarray(probe, np.int32), np.asarray(targets), tuple(v.token_type(t) for t in traj),
                        dict(meta or {}))
 
@@ -57,7 +58,8 @@ class LabFormat:
         """tokens int32[n] of `<bos> question <think> trajectory </think> **Final Answer** \\boxed{
         answer } <eos>` and loss_mask int32[n], 1 on every token after `<think>`
         (`metareason.tasks.lab.encode_example`)."""
-        return encode_example(record["question"], record["trajectory"], record["answer"], self.vocab)
+        return encode_example(record["question"], record["trajectory"], record["answer"], self.vocab,
+                              record.get("mode", ""))
 
     example = sft_example  # the name train/sft.py uses
 

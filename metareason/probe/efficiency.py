@@ -25,7 +25,8 @@ from metareason.sample import Forcing, SamplingConfig, generate_all, round_up
 #: Answer tokens decoded after the forced template (`forced_answers`, `budget_forced_answers`).
 MAX_ANSWER_TOKENS = 8
 
-__all__ = ["greedy_continue", "answer_nll", "forced_answers", "budget_forced_answers", "efficiency_table"]
+__all__ = ["greedy_continue", "answer_nll", "forced_answers", "budget_forced_answers", "efficiency_table",
+           "mode_prompt", "mode_efficiency", "mode_table"]
 
 
 def greedy_continue(params: Any, config: ModelConfig, prompts: Sequence[np.ndarray], *, max_new_tokens: int,
@@ -140,3 +141,130 @@ def efficiency_table(params: Any, config: ModelConfig, records: Sequence[dict], 
     if summaries is not None:
         rows.append(row("summary", None, [np.asarray(v.encode(s), np.int32) for s in summaries]))
     return rows
+
+
+# -- the two modes of one model (E4, E12): /think against /no_think at matched token counts -----------
+
+def mode_prompt(fmt: Any, record: dict, mode: str) -> list[int]:
+    """The prompt of `record` in `mode` ("think" or "no_think") for a lab or Hugging Face format.
+
+    Lab (`LabFormat`): `<bos> question <MARK> <think>` (the two-mode model's markers). Hugging Face
+    (`HFFormat`): "think" is the format's prompt (chat template + think_prefix); "no_think" is the
+    chat template with enable_thinking=False (Qwen3 writes the empty think block itself) or, where
+    the template ignores that switch, the prompt followed by an empty think block
+    (think_prefix or "<think>\\n", then "\\n</think>\\n\\n")."""
+    if mode not in ("think", "no_think"):
+        raise ValueError(f"mode must be 'think' or 'no_think', got {mode!r}")
+    if isinstance(fmt, LabFormat):
+        return fmt.prompt({**record, "mode": mode})
+    if mode == "think":
+        return list(fmt.prompt(record))
+    msgs = [{"role": "user", "content": record["question"]}]
+    plain = fmt.tok.apply_chat_template(msgs, add_generation_prompt=True)
+    off = fmt.tok.apply_chat_template(msgs, add_generation_prompt=True, enable_thinking=False)
+    if off != plain:
+        return fmt.tok.encode(off)
+    return fmt.tok.encode(plain + (fmt.think_prefix or "<think>\n") + "\n" + fmt.delimiter + "\n\n")
+
+
+def _prompt_has_end(fmt: Any, prompt: Sequence[int]) -> bool:
+    """Whether `prompt` already closed its think block (a Hugging Face no-thinking prompt)."""
+    return fmt.end_think is not None and int(fmt.end_think) in [int(t) for t in prompt]
+
+
+def mode_efficiency(params: Any, config: ModelConfig, records: Sequence[dict], *, budgets: Sequence[int],
+                    summaries: Sequence[str] | None = None, fmt: Any = None,
+                    max_thinking: int | None = None, batch_size: int = 64) -> dict:
+    """Per-question raw numbers of E4 / E12 for ONE model prompted in its two modes.
+
+    Rows (each with "tokens" int[n]: the thinking tokens before the forced answer, "correct"
+    int[n] (0/1, the forced answer judged by `fmt.verdict`) and "nll" float[n] (the true answer's
+    mean NLL right after the forced `</think>` + template, the probe L-hat)):
+    - "no_think": the /no_think prompt (HF: `mode_prompt`), the answer forced at once (0 tokens);
+    - "think@B" for B in `budgets`: the /think prompt, the model's own greedy thinking cut at B
+      tokens (or where it ends it itself), then the answer forced (budget forcing);
+    - "think": the /think prompt and the model's full own thinking (at most `max_thinking`);
+    - given `summaries` (one text per record): "summary", the summary as the thinking of the
+      /think prompt, and "think@summary", the model's own thinking cut at each question's summary
+      length (matched to "summary" by construction).
+    Also "end_nll_no_delimiter" float[n]: the NLL at the end of the full thinking with the
+    template but no `</think>` (E4's delimiter effect: "think"'s nll minus it).
+
+    fmt: `LabFormat()` by default, or an `HFFormat`. Returns {"rows": {name: {...}}, "budgets",
+    "n"}; lists, JSON-able."""
+    fmt = fmt or LabFormat()
+    if not records:
+        raise ValueError("mode_efficiency needs at least one record")
+    if summaries is not None and len(summaries) != len(records):
+        raise ValueError(f"one summary per record: {len(summaries)} summaries for {len(records)} records")
+    n = len(records)
+    force, template = np.asarray(fmt.force_tokens, np.int32), np.asarray(fmt.template_tokens, np.int32)
+    is_lab = isinstance(fmt, LabFormat)
+    examples = [fmt.probe_example(r["question"], "", r["answer"], delimiter=True) for r in records]
+    answers = [e.probe[e.targets].astype(np.int32) for e in examples]
+    close = fmt.vocab.ids["}"] if is_lab else _single_id(fmt, "}")
+    think = [np.asarray(mode_prompt(fmt, r, "think"), np.int32) for r in records]
+    no_think = [np.asarray(mode_prompt(fmt, r, "no_think"), np.int32) for r in records]
+    # the forced decode pads prompt + thinking + force up to a multiple of 32: keep that slack
+    room = config.max_position_embeddings - 32 - max(map(len, think)) - len(force) - MAX_ANSWER_TOKENS
+    max_thinking = max_thinking or room
+    if not 1 <= max_thinking <= room:
+        raise ValueError(f"max_thinking must be in [1, {room}] (the context's room after the prompt), got "
+                         f"{max_thinking}")
+    own = greedy_continue(params, config, think, max_new_tokens=max_thinking, stop_tokens=(fmt.end_think,),
+                          pad_id=fmt.pad_id, batch_size=batch_size)
+    own = [t[:-1] if len(t) and t[-1] == fmt.end_think else t for t in own]
+
+    def judge(answer_ids, closed_force):
+        if is_lab:
+            return [int(fmt.verdict([*closed_force, *a], r).correct) for a, r in zip(answer_ids, records)]
+        return [int(fmt.verdict(fmt.decode([*closed_force, *a]) + "}", r).correct) for a, r in zip(answer_ids, records)]
+
+    specs = [("no_think", no_think, [np.zeros(0, np.int32)] * n)]
+    specs += [(f"think@{b}", think, [t[:b] for t in own]) for b in sorted({int(b) for b in budgets if b > 0})]
+    specs.append(("think", think, own))
+    if summaries is not None:
+        summ = [np.asarray(fmt.vocab.encode(s) if is_lab else fmt.tok.encode(s), np.int32) for s in summaries]
+        specs += [("summary", think, summ), ("think@summary", think, [t[:len(s)] for t, s in zip(own, summ)])]
+    rows: dict[str, dict] = {}
+    # one forced decode and one NLL pass per forced head (HF no-thinking prompts closed the block already)
+    for closed in (False, True):
+        group = [sp for sp in specs if _prompt_has_end(fmt, sp[1][0]) == closed]
+        if not group:
+            continue
+        f = template if closed else force
+        ctx = [np.concatenate([p, t]).astype(np.int32) for _, ps, ts in group for p, t in zip(ps, ts)]
+        got, nll = forced_answers(params, config, ctx, f, answers * len(group), close_id=close, parse=np.asarray,
+                                  max_answer_tokens=MAX_ANSWER_TOKENS)
+        for k, (name, _, thoughts) in enumerate(group):
+            rows[name] = {"tokens": [int(len(t)) for t in thoughts], "correct": judge(got[k * n:(k + 1) * n], f),
+                          "nll": [float(x) for x in nll[k * n:(k + 1) * n]]}
+    rows = {name: rows[name] for name, _, _ in specs}
+    end_ctx = [np.concatenate([p, t]).astype(np.int32) for p, t in zip(think, own)]
+    no_delim = answer_nll(params, config, end_ctx, template, answers)
+    return {"rows": rows, "budgets": sorted({int(b) for b in budgets if b > 0}), "n": n,
+            "end_nll_no_delimiter": [float(x) for x in no_delim]}
+
+
+def _single_id(fmt: Any, text: str) -> int:
+    ids = fmt.tok.encode(text)
+    return int(ids[0]) if len(ids) == 1 else -1  # -1: never generated, the answer runs to its token limit
+
+
+def mode_table(raw: dict, *, baseline: str = "no_think") -> list[dict]:
+    """One row per `mode_efficiency` row: {"row", "mean_tokens", "accuracy" (Wilson `Interval`
+    dict), "answer_nll", "minus_baseline" (the paired accuracy difference row - `baseline`, t
+    interval over the shared questions), "n"}."""
+    from metareason.stats import paired_difference, rate_interval
+
+    base = raw["rows"][baseline]
+    out = []
+    for name, r in raw["rows"].items():
+        correct = np.asarray(r["correct"], np.float64)
+        out.append({"row": name, "mean_tokens": float(np.mean(r["tokens"])),
+                    "accuracy": rate_interval(int(correct.sum()), len(correct)).as_dict(),
+                    "answer_nll": float(np.mean(r["nll"])),
+                    "minus_baseline": (paired_difference(correct, base["correct"]).as_dict()
+                                       if name != baseline and len(correct) > 1 else None),
+                    "n": len(correct)})
+    return out

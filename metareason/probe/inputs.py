@@ -121,7 +121,8 @@ def probe_examples(params: Any, config, examples: Sequence[Example], cuts: Seque
 
 def examples_from_records(fmt: Format, records: Iterable[dict], *, delimiter: bool = False) -> list[Example]:
     """One `Example` per (record, generation), `fmt.probe_example`: records in the data schema
-    (question, answer, trajectory or generations, optional family / style / correct). Each
+    (question, answer, trajectory or generations, optional family / style / correct / mode: a lab
+    record's mode marker goes into the prompt). Each
     example's meta carries `generation`, the index of its text in the record's generations (a
     record holding one generation taken out of a larger record, as `hf_groups` makes them, keeps
     that record's index in its "generation" field)."""
@@ -131,7 +132,8 @@ def examples_from_records(fmt: Format, records: Iterable[dict], *, delimiter: bo
         for j, text in enumerate(gens):
             meta = {key: r[key] for key in ("id", "family", "style", "difficulty", "correct") if key in r}
             meta["generation"] = int(r["generation"]) if "generation" in r and len(gens) == 1 else j
-            out.append(fmt.probe_example(r["question"], text, r["answer"], delimiter=delimiter, meta=meta))
+            mode = {"mode": r["mode"]} if r.get("mode") else {}  # a two-mode lab model's marker
+            out.append(fmt.probe_example(r["question"], text, r["answer"], delimiter=delimiter, meta=meta, **mode))
     return out
 
 

@@ -1,4 +1,4 @@
-"""The trained lab models the probe experiments (E1-E5, E12) share: one SFT run per seed.
+"""The trained lab models the probe experiments (E1-E5, E12) share: one two-mode SFT run per seed.
 
 `lab_model(budget, seed)` is the `Unit` (key "lab-model/seed-S") that trains it; its raw result is
 {"run": "<run folder>"}. Every probe experiment lists it among its units and reads the folder from
@@ -16,16 +16,33 @@ from metareason.tasks.lab import LabConfig
 from metareason.train.sft import SFTConfig, train_sft
 from metareason.train.state import OptimizerConfig
 
-__all__ = ["LAB_MODEL_STEPS", "lab_model", "lab_model_config"]
+__all__ = ["LAB_MODEL_STEPS", "TWO_MODE_MIX", "CONFIRM_RATE", "SILENT_RATE", "two_mode_lab", "lab_model",
+           "lab_model_config"]
+
+TWO_MODE_MIX = (("summary", "think", 0.2), ("none", "no_think", 0.2))
+"""60% long trajectories under /think, 20% summaries under /think (E12's summaries are in
+training), 20% empty thinking under /no_think (E4's no-thinking mode)."""
+
+CONFIRM_RATE = 0.15
+"""Share of a long trajectory's slippable steps with an unconfirmed reflection (E5's control)."""
+SILENT_RATE = 0.3
+"""Share of planted slips corrected without a reflection word (E5's control)."""
 
 LAB_MODEL_STEPS = 1700
 """SFT steps of the probe experiments' model at the "lab" budget (the arith-long preset's 3400
 reaches 0.96 greedy accuracy; half of it is enough for a model that solves most questions)."""
 
 
+def two_mode_lab(seed: int) -> LabConfig:
+    """The lab of the probe experiments' model: arith at difficulty 1-2, mode /think with
+    `TWO_MODE_MIX`, long trajectories with planted, unconfirmed and silent reflections."""
+    return LabConfig(families=("arith",), style="long", difficulty=(1, 2), train_size=20000, eval_size=100,
+                     seed=seed, confirm_rate=CONFIRM_RATE, silent_rate=SILENT_RATE, mode="think", mix=TWO_MODE_MIX)
+
+
 def lab_model_config(budget: Budget, seed: int, folder: Path) -> SFTConfig:
     """The SFT config of the probe experiments' lab model at `budget` and `seed`, written to `folder`."""
-    lab = LabConfig(families=("arith",), style="long", difficulty=(1, 2), train_size=20000, eval_size=100, seed=seed)
+    lab = two_mode_lab(seed)
     return SFTConfig(out=folder, model="lab-fast", steps=budget.steps(LAB_MODEL_STEPS, 20), batch_size=7, seq_len=288,
                      optimizer=OptimizerConfig(lr=3e-3, final_lr_fraction=0.0), eval_every=0, eval_questions=50,
                      checkpoint_every=200, final_eval=False, seed=seed, lab=lab)

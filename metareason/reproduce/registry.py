@@ -18,6 +18,7 @@ __all__ = ["MODULES", "experiments", "collect", "experiment_order"]
 #: The modules (import paths) whose module-level `Experiment` objects make up the registry.
 MODULES: tuple[str, ...] = (
     "metareason.reproduce.trajectories",
+    "metareason.reproduce.modes",
     "metareason.reproduce.community",
 )
 

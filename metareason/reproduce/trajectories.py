@@ -4,13 +4,13 @@ lab model, and the change caused by reflection tokens against matched controls.
 Per seed one unit (key "probe-trajectories/seed-S", needs "lab-model/seed-S") probes, at every
 token, `budget.probe_questions` test questions of the model's lab:
   - "correct": the program's correct long trajectories;
-  - "twin": their same-style incorrect twins (style `twin_style`, "incorrect-long": identical up to
-    one uncorrected slip), paired by question;
+  - "twin": their same-style incorrect twins ("incorrect-long": identical up to one uncorrected
+    slip, `lab_records(..., twins=True)`), paired by question, probed for the true answer;
   - "own-correct" / "own-incorrect": the model's own samples (temperature 1), split by verdict;
     at least `MIN_OWN_INCORRECT` incorrect ones are sampled for where the budget is not "smoke"
     (up to `MAX_ROUNDS` rounds of `budget.samples` per question).
-Every curve is stored with its answer-leak cut (`metareason.probe.analysis.leak_cut`) and, where
-`metareason.tasks.styles.reflection_events` exists, the reflection events of its text.
+Every curve is stored with its answer-leak cut (`metareason.probe.analysis.leak_cut`) and the
+reflection events of its text (`metareason.tasks.styles.reflection_events`).
 
 `summarise` pools per-seed values as float[seeds, items] (items truncated to the smallest seed's
 count) and decides each claim with the two-level bootstrap (`metareason.stats.bootstrap_interval`)
@@ -31,20 +31,20 @@ from metareason.probe.inputs import examples_from_records, probe_examples, traje
 from metareason.reproduce.base import Budget, Claim, ClaimResult, Experiment, Unit, verdict
 from metareason.reproduce.models import lab_model
 from metareason.stats import Interval, bootstrap_interval, rate_interval
-from metareason.tasks import styles as _styles
+from metareason.tasks.styles import reflection_events
 
 __all__ = ["E2", "E3", "E5", "EXPERIMENTS", "TWIN_STYLE", "MIN_OWN_INCORRECT", "MAX_ROUNDS", "CHANCE_ACCURACY",
            "probe_unit", "probe_key", "collect", "summarise", "per_seed_grid"]
 
-TWIN_STYLE = "incorrect-long" if "incorrect-long" in _styles.STYLES else "incorrect"
-"""The incorrect twins' style: "incorrect-long" once the lab has it (else the old short "incorrect",
-which compares styles as well as correctness: the summary notes it)."""
+TWIN_STYLE = "incorrect-long"
+"""The incorrect twins' style: the long style with one uncorrected slip, identical to its correct
+twin up to the slip (`metareason.tasks.styles.render_twins`, via `lab_records(..., twins=True)`)."""
 MIN_OWN_INCORRECT = 100
 """The model's own incorrect samples wanted per model (issue 18), at budgets other than "smoke"."""
 MAX_ROUNDS = 4
 """Sampling rounds (each `budget.samples` per question, a new seed) spent to reach MIN_OWN_INCORRECT."""
 CHANCE_ACCURACY = 0.1
-"""A model whose sampled accuracy's 95% Wilson upper bound is below this is treated as at chance
+"""A model whose sampled accuracy's 95% Wilson lower bound is below this is not shown above chance
 (it cannot support a claim: `base.verdict(at_chance=True)`)."""
 ROUND = 6
 """Decimals of the stored L-hat values."""
@@ -87,11 +87,8 @@ def probe_unit(budget: Budget, seed: int, *, twin_style: str = TWIN_STYLE) -> Un
     return Unit(key=probe_key(seed), settings=settings, run=run, needs=(model_key,))
 
 
-def _events(text: str) -> list[dict] | None:
-    fn = getattr(_styles, "reflection_events", None)
-    if fn is None:
-        return None
-    return [{"index": int(e["index"]), "kind": str(e["kind"])} for e in fn(text)]
+def _events(text: str) -> list[dict]:
+    return [{"index": int(e["index"]), "kind": str(e["kind"])} for e in reflection_events(text)]
 
 
 def collect(model: Any, *, questions: int, samples: int, twin_style: str = TWIN_STYLE, min_incorrect: int = 0,
@@ -104,14 +101,16 @@ def collect(model: Any, *, questions: int, samples: int, twin_style: str = TWIN_
     from metareason.probe.report import lab_trajectories
     from metareason.tasks.lab import lab_records
 
+    if twin_style != TWIN_STYLE:
+        raise ValueError(f"unknown twin style {twin_style!r} (known: {TWIN_STYLE})")
     if model.kind != "lab" or model.lab is None:
         raise ValueError("the trajectory experiments need a lab model (a metareason train run)")
-    if twin_style not in _styles.STYLES:
-        raise ValueError(f"unknown twin style {twin_style!r} (known: {', '.join(_styles.STYLES)})")
-    records = list(itertools.islice(lab_records(model.lab, "test", also_styles=(twin_style,)), questions))
-    groups = {"correct": [dict(r, generations=[r["trajectory"]], correct=True) for r in records],
-              "twin": [dict(r, generations=[r["also"][twin_style]], correct=False, style=twin_style)
-                       for r in records if twin_style in r.get("also", {})],
+    records = list(itertools.islice(lab_records(model.lab, "test", twins=True), questions))
+    # the correct long trajectory and its incorrect twin (identical up to the slip), both probed
+    # for the TRUE answer
+    groups = {"correct": [dict(r, generations=[r["twin"]["correct"]], correct=True) for r in records],
+              "twin": [dict(r, generations=[r["twin"]["incorrect"]], correct=False, style=twin_style)
+                       for r in records],
               "own-correct": [], "own-incorrect": []}
     sampled = sampled_correct = 0
     for rnd in range(max(1, max_rounds) if samples else 0):
@@ -180,9 +179,9 @@ def _chance(raws: Sequence[dict]) -> tuple[bool, str, dict]:
     if not n:
         return False, "", {}
     acc = rate_interval(sum(r["sampled_correct"] for r in raws), n)
-    at = acc.high < CHANCE_ACCURACY
-    note = (f"WARNING: the model is at chance (sampled accuracy {acc.estimate:.3f} [{acc.low:.3f}, "
-            f"{acc.high:.3f}] < {CHANCE_ACCURACY}); the claim cannot be supported. ") if at else ""
+    at = acc.low < CHANCE_ACCURACY  # not shown to be above chance
+    note = (f"WARNING: the model is not shown above chance (sampled accuracy {acc.estimate:.3f} [{acc.low:.3f}, "
+            f"{acc.high:.3f}], lower bound < {CHANCE_ACCURACY}); the claim cannot be supported. ") if at else ""
     return at, note, {"sampled_accuracy": acc.as_dict()}
 
 
@@ -252,8 +251,6 @@ def summarise_e3(budget: Budget, raws: Mapping[str, dict], figures: Path) -> lis
     extra.update({"uncut_difference": _as(_interval(grid_uncut)), "twin_cut_drop": _as(_interval(twin)),
                   "own_incorrect_cut_drop": _as(_interval(own_inc)), "own_incorrect_per_seed": counts,
                   "twin_style": seeds[0]["twin_style"] if seeds else ""})
-    if seeds and seeds[0]["twin_style"] != "incorrect-long":
-        note += f"Twins are style {seeds[0]['twin_style']!r}, not the long style: the comparison mixes styles. "
     if counts and min(counts) < _min_incorrect(budget):
         note += f"Only {min(counts)} own incorrect samples in a seed (wanted {_min_incorrect(budget)}). "
     fig = ""
@@ -295,7 +292,7 @@ def summarise_e5(budget: Budget, raws: Mapping[str, dict], figures: Path) -> lis
     grid, grid_median = per_seed_grid(means), per_seed_grid(medians)
     measured = _interval(grid)
     if not all_curves:
-        note += "Not measured: the lab has no reflection_events (metareason.tasks.styles) yet. "
+        note += "Not measured: no probed trajectory. "
     else:
         m = analysis.matched_reflection_changes(all_curves, all_events)
         extra["pooled"] = {"floor": m["floor"], "gap": m["gap"],

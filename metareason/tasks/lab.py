@@ -6,7 +6,7 @@ Sequence layout (lab vocabulary, `metareason.tokenize.lab`):
     |------ prompt ------|------------------ trained on (loss_mask = 1) ---------------|
 
 `lab_records(config, split)` yields records in the schema of `metareason.data` (id, source,
-family, question, answer, trajectory, style, generations, difficulty); splits "train",
+family, question, answer, trajectory, style, generations, difficulty, mode); splits "train",
 "validation" and "test" draw from the training families with disjoint questions, "heldout"
 from the held-out families (the cross-domain test, E9).
 """
@@ -21,8 +21,9 @@ import numpy as np
 
 from metareason.errors import MAX_SEED, check_int, flag_name
 from metareason.tasks.families import FAMILIES, get_family
-from metareason.tasks.styles import SLIP_RATE, CHECK_RATE, STYLES, check_rates, distinct_capacity, render
-from metareason.tokenize.lab import ANSWER_CLOSE, ANSWER_TEMPLATE, END_THINK, LAB_VOCAB, LabVocab
+from metareason.tasks.styles import (SLIP_RATE, CHECK_RATE, STYLES, check_rates, distinct_capacity, render,
+                                      render_twins)
+from metareason.tokenize.lab import ANSWER_CLOSE, ANSWER_TEMPLATE, END_THINK, LAB_VOCAB, MODES, LabVocab
 
 __all__ = ["LabConfig", "SPLITS", "lab_records", "encode_example", "prompt_tokens", "answer_suffix_tokens",
            "parse_answer"]
@@ -51,6 +52,12 @@ class LabConfig:
     silent_rate: float = 0.0
     """Share of planted slips corrected without a reflection word (`styles`)."""
     seed: int = 0
+    mode: str = ""
+    """The mode marker of every prompt: "" none (the single-mode lab), "think" ("/think"), "no_think"."""
+    mix: tuple[tuple[str, str, float], ...] = ()
+    """(style, mode, fraction) entries: that fraction of each family's TRAIN questions (exactly
+    round(fraction * train_size), drawn without replacement) use that style and mode; the rest use
+    (style, mode). E.g. (("none", "no_think", 0.2),) trains a two-mode model as Qwen3's."""
 
     def __post_init__(self):
         for f in (*self.families, *self.heldout_families):
@@ -64,6 +71,7 @@ class LabConfig:
         if self.trajectories_per_question < 1:
             raise ValueError("trajectories_per_question must be >= 1")
         check_rates(SLIP_RATE, CHECK_RATE, self.confirm_rate, self.silent_rate)
+        _check_modes(self)
 
     def validate(self, prefix: str = "--lab.") -> None:
         """`ConfigError` naming the flag of the first size or seed out of range."""
@@ -73,7 +81,51 @@ class LabConfig:
 
     def fingerprint(self) -> str:
         """A short stable hash of the config (names on-disk datasets)."""
-        return hashlib.sha256(repr(dataclasses.astuple(self)).encode()).hexdigest()[:10]
+        # the fields added by issue 18 enter only when set, so the configs of before keep their fingerprints
+        values = tuple(getattr(self, f.name) for f in dataclasses.fields(self)
+                       if not (f.name in _NEW_FIELDS and getattr(self, f.name) == f.default))
+        return hashlib.sha256(repr(values).encode()).hexdigest()[:10]
+
+
+_NEW_FIELDS = ("confirm_rate", "silent_rate", "mode", "mix")
+
+
+def _check_modes(config: LabConfig) -> None:
+    """ValueError (one line) on an unknown mode, a malformed mix entry or mix fractions over 1."""
+    if isinstance(config.mix, (list, tuple)) and all(isinstance(e, (list, tuple)) for e in config.mix):
+        object.__setattr__(config, "mix", tuple(tuple(e) for e in config.mix))  # from JSON: lists
+    if not isinstance(config.mix, tuple):
+        raise ValueError(f"lab mix must be a tuple of (style, mode, fraction) entries, got {config.mix!r}")
+    if config.mode not in MODES:
+        raise ValueError(f"unknown lab mode {config.mode!r} (known: {', '.join(repr(m) for m in MODES)})")
+    total = 0.0
+    for entry in config.mix:
+        if not (isinstance(entry, tuple) and len(entry) == 3):
+            raise ValueError(f"lab mix entries are (style, mode, fraction), got {entry!r}")
+        style, mode, frac = entry
+        if style not in STYLES:
+            raise ValueError(f"unknown trajectory style {style!r} in lab mix (known: {', '.join(STYLES)})")
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r} in lab mix (known: {', '.join(repr(m) for m in MODES)})")
+        if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0.0 < frac <= 1.0:
+            raise ValueError(f"lab mix fraction must be in (0, 1], got {frac!r} for ({style!r}, {mode!r})")
+        total += frac
+    if total > 1.0 + 1e-9:
+        raise ValueError(f"lab mix fractions sum to {total:g} > 1")
+
+
+def _mix_assignment(config: LabConfig, family_index: int) -> np.ndarray:
+    """int[train_size]: for each train question (in draw order) the index of its mix entry, -1 for
+    the config's own (style, mode). Exactly round(fraction * train_size) questions per entry."""
+    n = config.train_size
+    out = np.full(n, -1, np.int64)
+    order = np.random.default_rng([config.seed, family_index, 7919]).permutation(n)
+    start = 0
+    for k, (_, _, frac) in enumerate(config.mix):
+        count = min(int(round(frac * n)), n - start)
+        out[order[start:start + count]] = k
+        start += count
+    return out
 
 
 def _split_sizes(config: LabConfig, split: str) -> tuple[tuple[str, ...], int]:
@@ -87,12 +139,17 @@ def _split_sizes(config: LabConfig, split: str) -> tuple[tuple[str, ...], int]:
     raise ValueError(f"unknown lab split {split!r} (known: {', '.join(SPLITS)})")
 
 
-def lab_records(config: LabConfig, split: str, *, also_styles: Sequence[str] = ()) -> Iterator[dict]:
+def lab_records(config: LabConfig, split: str, *, also_styles: Sequence[str] = (), twins: bool = False
+                ) -> Iterator[dict]:
     """Records of `split`, deterministic in (config, split). Questions never repeat within or
     across train / validation / test (earlier splits claim a question first).
 
     also_styles: more trajectory styles of the same questions, in record["also"][style] (drawn
-    from a separate per-question stream, so the records themselves do not change)."""
+    from a separate per-question stream, so the records themselves do not change).
+    twins: each record also gets record["twin"] = {"correct", "incorrect": the texts of a long
+    trajectory and its incorrect-long twin, identical up to the slip (`styles.render_twins`),
+    "wrong_answer": the answer the incorrect twin reaches, "slip": the token index of the slipped
+    value in both}, drawn from another per-question stream (the records do not change)."""
     for st in also_styles:
         if st not in STYLES:
             raise ValueError(f"unknown trajectory style {st!r} (known: {', '.join(STYLES)})")
@@ -102,6 +159,7 @@ def lab_records(config: LabConfig, split: str, *, also_styles: Sequence[str] = (
     replay = order[:order.index(split) + 1] if split in order else ["heldout"]
     for fi, name in enumerate(families):
         family = FAMILIES[name]
+        mixed = _mix_assignment(config, fi) if split == "train" and config.mix else None
         seen: set[str] = set()
         for s in replay:
             n = config.train_size if s == "train" else config.eval_size
@@ -123,6 +181,12 @@ def lab_records(config: LabConfig, split: str, *, also_styles: Sequence[str] = (
                 trajectories = _distinct(config, family, problem, rng)
                 extra_rng = np.random.default_rng([config.seed, fi, SPLITS.index(s), made, 1])
                 also = {st: render(family, problem, st, extra_rng, **_rates(config)).text for st in also_styles}
+                style, mode = config.style, config.mode
+                if mixed is not None and mixed[made - 1] >= 0:  # this question's mix entry: its own stream
+                    style, mode, _ = config.mix[mixed[made - 1]]
+                    mix_rng = np.random.default_rng([config.seed, fi, SPLITS.index(s), made, 2])
+                    trajectories = [render(family, problem, style, mix_rng, **_rates(config))
+                                    for _ in range(config.trajectories_per_question)]
                 yield {
                     "id": f"lab-{name}-{split}-{made - 1}",
                     "source": "lab",
@@ -130,11 +194,19 @@ def lab_records(config: LabConfig, split: str, *, also_styles: Sequence[str] = (
                     "question": problem.question,
                     "answer": problem.answer,
                     "trajectory": trajectories[0].text,
-                    "style": config.style,
+                    "style": style,
                     "generations": [t.text for t in trajectories],
                     "difficulty": problem.difficulty,
+                    "mode": mode,
                     **({"also": also} if also_styles else {}),
+                    **({"twin": _twin(config, family, problem, [config.seed, fi, SPLITS.index(s), made, 3])}
+                       if twins else {}),
                 }
+
+
+def _twin(config: LabConfig, family, problem, seed: list[int]) -> dict:
+    correct, incorrect, slip = render_twins(family, problem, np.random.default_rng(seed), **_rates(config))
+    return {"correct": correct.text, "incorrect": incorrect.text, "wrong_answer": incorrect.answer, "slip": int(slip)}
 
 
 def _rates(config: LabConfig) -> dict[str, float]:
@@ -165,9 +237,11 @@ def _distinct(config: LabConfig, family, problem, rng: np.random.Generator) -> l
     return out
 
 
-def prompt_tokens(question: str, vocab: LabVocab = LAB_VOCAB) -> list[int]:
-    """`<bos> question <think>` as ids."""
-    return [vocab.bos_id, *vocab.encode(question), vocab.think_id]
+def prompt_tokens(question: str, vocab: LabVocab = LAB_VOCAB, mode: str = "") -> list[int]:
+    """`<bos> question <think>` as ids; with a `mode` ("think", "no_think") `<bos> question <MARK>
+    <think>`, MARK its marker token ("/think", "/no_think")."""
+    mark = vocab.mode_id(mode)
+    return [vocab.bos_id, *vocab.encode(question), *([] if mark is None else [mark]), vocab.think_id]
 
 
 def answer_suffix_tokens(answer: str, vocab: LabVocab = LAB_VOCAB) -> list[int]:
@@ -177,9 +251,10 @@ def answer_suffix_tokens(answer: str, vocab: LabVocab = LAB_VOCAB) -> list[int]:
 
 
 def encode_example(question: str, trajectory: str, answer: str,
-                   vocab: LabVocab = LAB_VOCAB) -> dict[str, np.ndarray]:
-    """tokens int32[n] and loss_mask int32[n] (1 on every token after `<think>`)."""
-    prompt = prompt_tokens(question, vocab)
+                   vocab: LabVocab = LAB_VOCAB, mode: str = "") -> dict[str, np.ndarray]:
+    """tokens int32[n] and loss_mask int32[n] (1 on every token after `<think>`); `mode` puts its
+    marker before `<think>` (`prompt_tokens`)."""
+    prompt = prompt_tokens(question, vocab, mode)
     rest = [*vocab.encode(trajectory), *answer_suffix_tokens(answer, vocab)]
     tokens = np.asarray(prompt + rest, np.int32)
     mask = np.asarray([0] * len(prompt) + [1] * len(rest), np.int32)

@@ -4,7 +4,8 @@ Every symbol the lab's tasks write is one token: digits (numbers are spelled dig
 so carries are visible to the model), operators, variable letters, a few words, the
 reflection words ("Wait", "Alternatively", "Hold_on", "Hmm"), connectives ("Therefore",
 "Since", "So"), the thinking delimiters `<think>` / `</think>`, and the answer template
-`**Final Answer** \\boxed{ ... }`. Token-type statistics (PAPER.md, E5) therefore mean something.
+`**Final Answer** \\boxed{ ... }`, and the mode markers "/think" / "/no_think" (Qwen3's switches;
+appended last so every older id keeps its value). Token-type statistics (PAPER.md, E5) therefore mean something.
 
 Text form: tokens separated by single spaces, except that consecutive digits are written
 together ("12 + 35"). `encode` splits such numbers back into digit tokens.
@@ -15,7 +16,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 __all__ = ["LabVocab", "LAB_VOCAB", "LabTokenError", "REFLECTION_WORDS", "CONNECTIVE_WORDS",
-           "THINK", "END_THINK", "ANSWER_TEMPLATE", "ANSWER_CLOSE"]
+           "THINK", "END_THINK", "ANSWER_TEMPLATE", "ANSWER_CLOSE", "MODES", "MODE_MARKS"]
 
 PAD, BOS, EOS, THINK, END_THINK = "<pad>", "<bos>", "<eos>", "<think>", "</think>"
 #: Tokens written between the trajectory's end and the answer (the probe's fixed template).
@@ -28,6 +29,9 @@ _WORDS = ("compute", "add", "solve", "follow", "from", "steps", "step", "for", "
 _SYMBOLS = ("+", "-", "*", "/", "=", "(", ")", ",", ";", ":", "?", "->", "|")
 _LETTERS = tuple("abcdefghijklmnopqrstuvwyz")  # 'x' is a word above (the unknown)
 _DIGITS = tuple("0123456789")
+#: Mode of a prompt -> its marker token ("" = no marker: the single-mode lab of before).
+MODE_MARKS = {"": None, "think": "/think", "no_think": "/no_think"}
+MODES = tuple(MODE_MARKS)
 
 
 class LabTokenError(ValueError):
@@ -95,6 +99,13 @@ class LabVocab:
             prev_digit = is_digit
         return " ".join(parts)
 
+    def mode_id(self, mode: str) -> int | None:
+        """The id of `mode`'s marker ("think" -> "/think", "no_think" -> "/no_think"), None for ""."""
+        if mode not in MODE_MARKS:
+            raise ValueError(f"unknown mode {mode!r} (known: {', '.join(repr(m) for m in MODES)})")
+        mark = MODE_MARKS[mode]
+        return None if mark is None else self.ids[mark]
+
     def token_type(self, token_id: int) -> str:
         """"reflection", "connective", "delimiter" (</think>), "digit", "symbol" or "word"."""
         tok = self.tokens[int(token_id)]
@@ -113,5 +124,6 @@ class LabVocab:
 
 #: The lab vocabulary (pad is id 0).
 LAB_VOCAB = LabVocab((PAD, BOS, EOS, THINK, END_THINK, *ANSWER_TEMPLATE, ANSWER_CLOSE, *REFLECTION_WORDS,
-                      *CONNECTIVE_WORDS, *_DIGITS, *_SYMBOLS, *_WORDS, *_LETTERS))
+                      *CONNECTIVE_WORDS, *_DIGITS, *_SYMBOLS, *_WORDS, *_LETTERS,
+                      *(m for m in MODE_MARKS.values() if m)))
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from metareason.reproduce.base import get_budget
-from metareason.reproduce.trajectories import (E2, E3, E5, EXPERIMENTS, per_seed_grid, probe_key, probe_unit,
+from metareason.reproduce.trajectories import (E2, E3, E5, EXPERIMENTS, collect, per_seed_grid, probe_key, probe_unit,
                                                summarise)
 from metareason.stats import bootstrap_interval
 
@@ -67,7 +67,7 @@ def test_summaries_on_synthetic_raws(tmp_path):
 def test_rising_curves_contradict_and_chance_warns(tmp_path):
     raws = {probe_key(s): _raw(s, fall=False, acc=0.0) for s in BUDGET.seeds}
     (e2,) = E2.summarise(BUDGET, raws, tmp_path)
-    assert e2.verdict == "contradicted" and "at chance" in e2.note
+    assert e2.verdict == "contradicted" and "not shown above chance" in e2.note
     assert e2.extra["uncut_drop"]["mean"] > 0  # uncut, the leak makes it look like descent
     raws = {probe_key(s): _raw(s, acc=0.0) for s in BUDGET.seeds}
     (e2,) = E2.summarise(BUDGET, raws, tmp_path)
@@ -79,8 +79,10 @@ def test_units_share_the_lab_model_and_probe_keys():
         keys = [u.key for u in exp.units(BUDGET)]
         assert keys == ["lab-model/seed-0", "lab-model/seed-1", "probe-trajectories/seed-0",
                         "probe-trajectories/seed-1"]
-    u = probe_unit(BUDGET, 1, twin_style="incorrect")
-    assert u.needs == ("lab-model/seed-1",) and u.settings["twin_style"] == "incorrect"
+    u = probe_unit(BUDGET, 1)
+    assert u.needs == ("lab-model/seed-1",) and u.settings["twin_style"] == "incorrect-long"
+    with pytest.raises(ValueError, match="unknown twin style 'incorrect'"):
+        collect(None, questions=1, samples=0, twin_style="incorrect")
     assert {e.name for e in (E2, E3, E5)} == {"E2", "E3", "E5"}
 
 
@@ -98,16 +100,22 @@ def test_collect_on_a_tiny_random_lab_model():
     lab = LabConfig(families=("arith",), style="long", difficulty=(1,), train_size=30, eval_size=3)
     config = model_preset("lab-tiny")
     model = LoadedModel.wrap(config, init(config, jax.random.key(0)), lab=lab)
-    raw = collect(model, questions=2, samples=1, twin_style="incorrect", max_rounds=1)
+    raw = collect(model, questions=2, samples=1, max_rounds=1)
     g = raw["groups"]
     assert len(g["correct"]) == 2 and len(g["twin"]) == 2 and raw["sampled"] == 2
     assert raw["sampled_correct"] == len(g["own-correct"]) <= 2
     fmt = LabFormat()
     from metareason.tasks.lab import lab_records
-    recs = list(lab_records(lab, "test"))[:2]
-    for it, r in zip(g["correct"], recs):
-        ex = fmt.probe_example(r["question"], r["trajectory"], r["answer"])
+    recs = list(lab_records(lab, "test", twins=True))[:2]
+    for it, tw, r in zip(g["correct"], g["twin"], recs):
+        ex = fmt.probe_example(r["question"], r["twin"]["correct"], r["answer"])
         assert len(it["loss"]) == len(ex.trajectory) + 1 and it["question"] == str(r["id"])
+        # the twins share every token before the slip, so L-hat (for the true answer) agrees there
+        # (the slipped value's first digits may still agree: the curves part at or after the slip)
+        slip = r["twin"]["slip"]
+        np.testing.assert_allclose(it["loss"][:slip + 1], tw["loss"][:slip + 1], rtol=1e-5, atol=1e-5)
+        n = min(len(it["loss"]), len(tw["loss"]))
+        assert not np.allclose(it["loss"][slip + 1:n], tw["loss"][slip + 1:n])
         # the cut, from the text: where the answer's tokens first appear in the trajectory's tokens
         traj, ans = fmt.vocab.encode(r["trajectory"]), fmt.vocab.encode(r["answer"])
         assert it["cut"] == leak_cut(traj, ans) < len(traj)  # the long style states the answer before the end
