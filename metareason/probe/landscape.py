@@ -93,7 +93,7 @@ def update_plane(updates: Sequence[Any]) -> dict[str, Any]:
     Returns d1, d2 (pytrees, unit Frobenius norm over all leaves, orthogonal: the first two right
     singular directions of the stacked updates, d1 oriented so the last update has a >= 0; d2 = 0
     when the updates span one direction), coords float[P, 2] (each update's projection) and
-    residual float[P] (|u - projection| / |u|, 0 for a zero update)."""
+    residual float[P] (|u - projection| / |u|, 0 for an update below 1e-6 of the largest)."""
     if not len(updates):
         raise ValueError("update_plane needs at least one update")
     U = np.stack([_flatten(u) for u in updates])  # [P, n]
@@ -105,7 +105,8 @@ def update_plane(updates: Sequence[Any]) -> dict[str, Any]:
         dirs[0] = -dirs[0]
     coords = U @ dirs.T
     norms = np.linalg.norm(U, axis=1)
-    residual = np.where(norms > 0, np.linalg.norm(U - coords @ dirs, axis=1) / np.where(norms > 0, norms, 1), 0.0)
+    real = norms > 1e-6 * max(norms.max(), 1e-300)  # a zero update up to rounding (the empty prefix) has none
+    residual = np.where(real, np.linalg.norm(U - coords @ dirs, axis=1) / np.where(real, norms, 1), 0.0)
     leaves, treedef = jax.tree_util.tree_flatten(updates[0])
     out, i = [], 0
     for x in leaves:
