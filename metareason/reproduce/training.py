@@ -43,7 +43,7 @@ from metareason.stats import bootstrap_interval
 from metareason.tasks.lab import LabConfig, lab_records
 
 __all__ = ["BASE_MIX", "GRPO_LRS", "E10_KS", "E11_NS", "TRAINED_FAMILIES", "lab_config", "epoch_steps",
-           "tokens_per_epoch", "arm_configs", "choose_lr", "per_question", "pooled", "paired_interval",
+           "tokens_per_epoch", "grpo_passes", "across_seed_variance", "arm_configs", "choose_lr", "per_question", "pooled", "paired_interval",
            "E6", "E7", "E9", "E10", "E11", "EXPERIMENTS"]
 
 # MERGE(modes): the base model's trajectory prior. `LabConfig.mix` comes from helper "modes"; until it
@@ -54,14 +54,18 @@ TRAIN_QUESTIONS = 1000
 """Training questions of E6/E7/E9 at the lab budget (times budget.scale at smaller budgets)."""
 SFT_EPOCHS = 3
 """Passes over the training questions of every SFT arm (equal epochs, E6)."""
-GRPO_EPOCHS = 1
-"""Passes of GRPO over the same training questions (questions_per_step each step)."""
+GRPO_STEPS = 20
+"""GRPO steps of the E6/E7 arms at the lab budget (8 questions a step, drawn from the same training
+questions: 160 of the 1000, a sixth of a pass; `grpo_passes`). One full pass is 125 steps, about
+8-30 s each on 2 shared cores: it does not fit the 90-minute lab budget, and the notes say so."""
 GRPO_LRS = (3e-5, 1e-4, 3e-4)
-GRPO_SWEEP_STEPS = 30
+GRPO_SWEEP_STEPS = 8
 E10_KS = (1, 4, 16)
-E10_QUESTIONS = 200
+E10_QUESTIONS = 100
+E9_QUESTIONS = 400
+"""Training questions per family of E9 (the lab's train_size is per family)."""
 E11_NS = (1, 4, 16)
-E11_STEPS = 60
+E11_STEPS = 12
 TRAINED_FAMILIES = ("arith", "addition")
 ALL_FAMILIES = ("arith", "addition", "linear", "pointer")
 BATCH, SEQ_LEN, FILL = 8, 256, 0.9
@@ -125,9 +129,10 @@ def _grpo(budget: Budget, seed: int, lab: LabConfig, steps: int, lr: float, *, u
                       checkpoint_every=20, final_eval=False, seed=seed)
 
 
-def grpo_epoch_steps(lab: LabConfig, epochs: float = GRPO_EPOCHS, per_step: int = QUESTIONS_PER_STEP) -> int:
-    """GRPO steps for `epochs` passes over the training questions (per_step questions a step)."""
-    return max(2, math.ceil(epochs * lab.train_size / min(per_step, lab.train_size)))
+def grpo_passes(cfg) -> float:
+    """Passes a GRPO config makes over its training questions: steps x questions_per_step /
+    (train_size x families) (1.0: each question once, the paper's one epoch)."""
+    return cfg.steps * cfg.questions_per_step / (cfg.lab.train_size * len(cfg.lab.families))
 
 
 def arm_configs(budget: Budget, seed: int) -> dict:
@@ -140,11 +145,13 @@ def arm_configs(budget: Budget, seed: int) -> dict:
         "sft-long": _sft(budget, seed, lab_config(budget, "long", **arith), SFT_EPOCHS),
     }
     rl_lab = lab_config(budget, "long", **arith)
-    steps = grpo_epoch_steps(rl_lab)
+    steps = budget.steps(GRPO_STEPS)
     cfg["grpo-zero"] = _grpo(budget, seed, rl_lab, steps, lr=0.0)
     cfg["sft-long-grpo"] = _grpo(budget, seed, rl_lab, steps, lr=0.0)
-    cfg["base-all"] = _sft(budget, seed, lab_config(budget, "none", families=ALL_FAMILIES, mix=BASE_MIX), SFT_EPOCHS)
-    cfg["sft-long-fams"] = _sft(budget, seed, lab_config(budget, "long", families=TRAINED_FAMILIES), SFT_EPOCHS)
+    cfg["base-all"] = _sft(budget, seed, lab_config(budget, "none", families=ALL_FAMILIES, mix=BASE_MIX,
+                                                    questions=E9_QUESTIONS), SFT_EPOCHS)
+    cfg["sft-long-fams"] = _sft(budget, seed, lab_config(budget, "long", families=TRAINED_FAMILIES,
+                                                         questions=E9_QUESTIONS), SFT_EPOCHS)
     slots = max(E10_KS)
     k_lab = lab_config(budget, "long", questions=E10_QUESTIONS, trajectories_per_question=slots, **arith)
     for k in E10_KS:
@@ -345,9 +352,19 @@ def _summarise_e6(budget, raws, figures):
     chance = lambda *arms: any(_at_chance(raws, x, seeds) for x in arms)  # noqa: E731
     note = SCALE_NOTE.format(q=lab_config(budget, "long").train_size)
     c = E6.claims
-    return [_row(c[0], P("sft-long", f"pass@{k}"), P("sft-short", f"pass@{k}"), chance("sft-long", "sft-short"), note),
+    cfg = arm_configs(budget, seeds[0])
+    tokens = {a: cfg[a].steps * cfg[a].batch_size * cfg[a].seq_len for a in ("base", "sft-short", "sft-long")}
+    tokens |= {a: cfg[a].steps * cfg[a].questions_per_step * cfg[a].group_size * cfg[a].max_new_tokens
+               for a in ("grpo-zero",)}  # GRPO: the rollouts' token room (an upper bound)
+    view = {"equal": f"{SFT_EPOCHS} epochs over the same questions", "trained_tokens": tokens,
+            "steps": {a: cfg[a].steps for a in tokens}}
+    note += f" Equal epochs; the arms' trained tokens differ (equal-tokens view in extra: {tokens})."
+    return [_row(c[0], P("sft-long", f"pass@{k}"), P("sft-short", f"pass@{k}"), chance("sft-long", "sft-short"), note,
+                 view),
             _row(c[1], P("grpo-zero", f"pass@{k}"), P("sft-short", f"pass@{k}"), chance("grpo-zero", "sft-short"),
-                 note + " Zero-RL explores only through the base's small long-trajectory prior (BASE_MIX)."),
+                 note + " Zero-RL explores only through the base's small long-trajectory prior (BASE_MIX); it made "
+                 f"{grpo_passes(arm_configs(budget, seeds[0])['grpo-zero']):.2f} passes over the questions, the "
+                 f"SFT arms {SFT_EPOCHS}."),
             _row(c[2], P("grpo-zero", f"mg-pass@{k}"), P("sft-short", f"mg-pass@{k}"),
                  chance("grpo-zero", "sft-short"), note)]
 
@@ -356,8 +373,10 @@ def _summarise_e7(budget, raws, figures):
     k, seeds = _main_k(budget), budget.seeds
     P = lambda arm, m: pooled(raws, arm, seeds, m)  # noqa: E731
     ch = lambda *arms: any(_at_chance(raws, x, seeds) for x in arms)  # noqa: E731
+    passes = grpo_passes(arm_configs(budget, seeds[0])["sft-long-grpo"])
     note = (SCALE_NOTE.format(q=lab_config(budget, "long").train_size) +
-            " GRPO runs one pass over the training questions at the lr chosen on validation.")
+            f" GRPO made {passes:.2f} passes over the training questions (the paper: an epoch; more does not "
+            "fit 2 cores), at the lr chosen on validation.")
     lr = raws.get(f"train/sft-long-grpo/seed-{seeds[0]}", {}).get("lr")
     c = E7.claims
     return [_row(c[0], P("sft-long-grpo", f"pass@{k}"), P("grpo-zero", f"pass@{k}"), ch("sft-long-grpo", "grpo-zero"),

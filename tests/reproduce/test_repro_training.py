@@ -35,7 +35,10 @@ def test_sft_arms_pass_equally_often_over_the_same_questions():
     # GRPO: one pass of questions_per_step over the same questions
     g = cfg["grpo-zero"]
     assert g.lab.train_size == labs["sft-long"].train_size
-    assert g.steps == math.ceil(T.GRPO_EPOCHS * g.lab.train_size / g.questions_per_step)
+    from metareason.train.trajectories import question_schedule
+    seen = question_schedule(g.lab.train_size, g.questions_per_step, g.steps, g.seed)
+    assert T.grpo_passes(g) == pytest.approx(seen.size / g.lab.train_size)
+    assert g.steps == SMOKE.steps(T.GRPO_STEPS) and cfg["sft-long-grpo"].steps == g.steps
 
 
 @pytest.mark.xfail(reason="tasks/lab.py draws the train split's questions and trajectories from one rng stream, "
