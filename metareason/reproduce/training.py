@@ -10,21 +10,27 @@ per-question difference, bootstrapped the same way. The lab's questions are the 
 
     E6  base (no-thinking answers + BASE_MIX long trajectories: a small trajectory prior, so zero-RL
         can explore), from it: sft-short, sft-long (equal EPOCHS over the same questions: steps are
-        computed from the questions' token counts and the packing, `epoch_steps`), zero-RL GRPO (one
-        pass over the same questions: questions / questions_per_step steps). Equal tokens reported.
+        computed from the questions' token counts and the packing, `epoch_steps`), zero-RL GRPO (on
+        the same questions; `grpo_passes` of them, in the note). Equal tokens in E6's extra.
     E7  (sft-long -> GRPO) minus zero-RL GRPO, paired on the test questions; and minus sft-long.
         GRPO's learning rate: a small sweep (GRPO_LRS) scored on VALIDATION questions, `choose_lr`.
     E9  base-all (every family) and SFT-long on TRAINED_FAMILIES from it, per family (within/across).
     E10 k distinct trajectories per question, k in E10_KS, at equal training frequency (slots).
     E11 GRPO from sft-long with update_n in E11_NS of a group of 16; stability = across-seed variance.
 
-Time of the "lab" budget on 2 shared CPU cores (measured at smoke: SFT about 0.5 s per step of
-8 x 256 tokens plus about 10 s start; per-experiment estimates at 3 seeds, lab constants below):
-E6+E7 about 35 min (base 40, short 60, long 230 steps, two GRPO arms of 125 steps, lr sweep),
-E9 about 15 min, E10 about 15 min, E11 about 25 min: about 90 min in all. These are ESTIMATES from
-the smoke timing, not a measured lab run; GRPO dominates and its per-step time is the least certain.
-The paper's scale (one epoch over tens of thousands of questions, GRPO for hundreds of steps) does
-not fit 2 cores: every claim's note says so.
+Time of the "lab" budget on 2 CPU cores. Measured here at smoke size with the 2 cores shared by
+about 7 processes (load average 8): an SFT step (8 x 256 tokens, lab-fast) 0.5 s plus about 10 s of
+start; a GRPO step (8 questions x 8 rollouts, a barely trained model writing to the 256-token cap)
+about 35 s; one evaluation of 32 questions x 32 samples about 65 s; the smoke unit train/k1/seed-0
+(20 SFT steps) 42 s. Lab step counts (seed 0): base 33, sft-short 64, sft-long 231, grpo-zero and
+sft-long-grpo 20, lr sweep 3 x 8 (seed 0 only), base-all 67, sft-long-fams 162, k1/k4/k16 121 each,
+grpo-n1/n4/n16 12 each. At those loaded rates, 3 seeds: E6+E7 about 115 min, E9 33, E10 20, E11 74
+(beyond the arms it shares with E6): about 240 min. With the 2 cores to itself (about 3-4x faster
+than at load 8) and a trained model stopping its rollouts at about 140 tokens, the estimate is about
+60-80 min; NOT yet measured as one run. GRPO dominates: if the lab run exceeds 90 min, cut E11 to
+update_n (1, 16) before anything else. The paper's scale (an epoch of tens of thousands of questions,
+GRPO for hundreds of steps over the whole training set) does not fit 2 cores: GRPO here makes a
+sixth of a pass over the training questions, and E6/E7's notes say so.
 """
 
 from __future__ import annotations
@@ -185,7 +191,7 @@ def _train_unit(key: str, cfg, init_key: str = "", lr_from: tuple[str, ...] = ()
 
     def run(folder: Path, inputs: Mapping[str, dict]) -> dict:
         from metareason.train.rl import train_grpo
-        from metareason.train.sft import train_sft
+        from metareason.train.sft import SFTConfig, train_sft
         c = dataclasses.replace(cfg, out=folder / "run", resume=True,
                                 init=inputs[init_key]["run"] if init_key else cfg.init)
         extra = {}
@@ -193,7 +199,7 @@ def _train_unit(key: str, cfg, init_key: str = "", lr_from: tuple[str, ...] = ()
             lr = choose_lr({inputs[k]["lr"]: float(np.mean(inputs[k]["pass@1"])) for k in lr_from})
             c = dataclasses.replace(c, optimizer=dataclasses.replace(c.optimizer, lr=lr))
             extra["lr"] = lr
-        (train_sft if hasattr(c, "batch_size") else train_grpo)(c)
+        (train_sft if isinstance(c, SFTConfig) else train_grpo)(c)
         return {"run": str(folder / "run"), **extra}
 
     settings = _settings(cfg) | {"init": init_key, "lr_chosen_on_validation_from": list(lr_from)}
