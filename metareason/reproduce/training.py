@@ -211,8 +211,8 @@ def per_question(rows: Sequence[dict], ks: Sequence[int]) -> dict:
     from metareason.evaluate.passk import mg_pass_at_k, pass_at_k
     n = np.asarray([len(r["correct"]) for r in rows])
     c = np.asarray([sum(r["correct"]) for r in rows])
-    out = {"ids": [str(r["id"]) for r in rows], "families": [r.get("family", "") for r in rows],
-           "mean_length": [float(np.mean(r["lengths"])) for r in rows]}
+    out = {"ids": [str(r.get("id", i)) for i, r in enumerate(rows)], "families": [r.get("family", "") for r in rows],
+           "mean_length": [float(np.mean(r["lengths"])) if "lengths" in r else math.nan for r in rows]}
     for k in ks:
         out[f"pass@{k}"] = pass_at_k(n, c, k).tolist()
         out[f"mg-pass@{k}"] = mg_pass_at_k(n, c, k).tolist()

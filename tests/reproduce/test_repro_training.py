@@ -145,3 +145,17 @@ def test_one_smoke_sft_unit_runs(tmp_path):
     unit = next(u for u in T.E10.units(SMOKE) if u.key == "train/k1/seed-0")
     raw = unit.run(tmp_path / "u", {})
     assert (tmp_path / "u" / "run" / "summary.json").exists() and raw["run"].endswith("run")
+
+
+def test_per_question_matches_brute_force_subsets():
+    import itertools
+    rows = [{"id": "b", "family": "arith", "correct": [1, 0, 1, 0, 0, 0], "lengths": [3] * 6},
+            {"id": "a", "family": "arith", "correct": [0] * 6, "lengths": [5] * 6}]
+    out = T.per_question(rows, (1, 4))
+    for row, p1, p4, mg4 in zip(rows, out["pass@1"], out["pass@4"], out["mg-pass@4"]):
+        subsets = list(itertools.combinations(row["correct"], 4))
+        assert p4 == pytest.approx(np.mean([any(s) for s in subsets]))
+        assert p1 == pytest.approx(np.mean(row["correct"]))
+        # mG-Pass@4: (2/4) * sum over i in {3, 4} of P(at least i correct of 4)
+        assert mg4 == pytest.approx(0.5 * sum(np.mean([sum(s) >= i for s in subsets]) for i in (3, 4)))
+    assert out["ids"] == ["b", "a"] and out["mean_length"] == [3.0, 5.0]
