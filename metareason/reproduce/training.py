@@ -128,11 +128,19 @@ def _grpo(budget: Budget, seed: int, lab: LabConfig, steps: int, lr: float, *, u
     from metareason.train.grpo import GRPOLossConfig
     from metareason.train.rl import GRPOConfig
     from metareason.train.state import OptimizerConfig
+    if budget.scale < 0.5:  # smoke: the whole path in minutes (numbers meaningless): small groups, short rollouts
+        group, per_step, update_n = min(group, 4), min(per_step, 2), min(update_n, 4)
     return GRPOConfig(out=Path("run"), init="", lab=lab, steps=steps, questions_per_step=min(per_step, lab.train_size),
-                      group_size=group, update_n=update_n, max_new_tokens=256, epochs_per_batch=2, minibatches=2,
+                      group_size=group, update_n=update_n, max_new_tokens=_max_new(budget, 256), epochs_per_batch=2,
+                      minibatches=2,
                       loss=GRPOLossConfig(kl_coef=0.001, entropy_coef=0.0),
                       optimizer=OptimizerConfig(lr=lr, warmup_steps=3, final_lr_fraction=1.0, weight_decay=0.0),
                       checkpoint_every=20, final_eval=False, seed=seed)
+
+
+def _max_new(budget: Budget, tokens: int) -> int:
+    """Generated-token cap: `tokens` at lab and full, 64 at smoke (a smoke run's numbers mean nothing)."""
+    return tokens if budget.scale >= 0.5 else 64
 
 
 def grpo_passes(cfg) -> float:
@@ -222,8 +230,8 @@ def per_question(rows: Sequence[dict], ks: Sequence[int]) -> dict:
 def _eval_unit(budget: Budget, key: str, model_key: str, lab: LabConfig, split: str, families: Sequence[str],
                lr: float = 0.0) -> Unit:
     settings = {"model": model_key, "split": split, "families": list(families), "n": budget.samples,
-                "ks": list(budget.ks), "questions": budget.questions, "lab": lab.to_json() if hasattr(lab, "to_json")
-                else dataclasses.asdict(lab), "max_new_tokens": MAX_NEW_TOKENS}
+                "ks": list(budget.ks), "questions": budget.questions, "lab": dataclasses.asdict(lab),
+                "max_new_tokens": _max_new(budget, MAX_NEW_TOKENS)}
 
     def run(folder: Path, inputs: Mapping[str, dict]) -> dict:
         from metareason.evaluate.run import EvalConfig, run_eval
@@ -238,7 +246,8 @@ def _eval_unit(budget: Budget, key: str, model_key: str, lab: LabConfig, split: 
         q.write_text("".join(json.dumps(r) + "\n" for r in rows))
         out = folder / "eval"
         run_eval(EvalConfig(model=Path(inputs[model_key]["run"]), data=(str(q),), out=out, n=budget.samples,
-                            k=tuple(budget.ks), max_new_tokens=MAX_NEW_TOKENS, batch_size=max(64, budget.samples),
+                            k=tuple(budget.ks), max_new_tokens=_max_new(budget, MAX_NEW_TOKENS),
+                            batch_size=max(64, budget.samples),
                             seed=0, overwrite=True))
         samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
         return per_question(samples, budget.ks) | {"lr": lr}
