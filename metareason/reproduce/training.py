@@ -49,7 +49,8 @@ from metareason.stats import bootstrap_interval
 from metareason.tasks.lab import LabConfig, lab_records
 
 __all__ = ["BASE_MIX", "GRPO_LRS", "E10_KS", "E11_NS", "TRAINED_FAMILIES", "lab_config", "epoch_steps",
-           "tokens_per_epoch", "grpo_passes", "across_seed_variance", "arm_configs", "choose_lr", "per_question", "pooled", "paired_interval",
+           "tokens_per_epoch", "grpo_passes", "across_seed_variance", "arm_configs", "choose_lr", "per_question",
+           "pooled", "paired_interval",
            "E6", "E7", "E9", "E10", "E11", "EXPERIMENTS"]
 
 # MERGE(modes): the base model's trajectory prior. `LabConfig.mix` comes from helper "modes"; until it

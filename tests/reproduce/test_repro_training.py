@@ -2,7 +2,6 @@
 validation), the summaries on synthetic raw results (verdict directions), and one smoke unit."""
 
 import dataclasses
-import math
 
 import numpy as np
 import pytest
