@@ -20,8 +20,8 @@ from typing import Any, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
-from metareason.evaluate.passk import mg_pass_at_k, pass_at_k  # noqa: E402
 from metareason.evaluate.run import EvalConfig, run_eval  # noqa: E402
+from metareason.reproduce.training import per_question as per_question_metrics  # noqa: E402
 from metareason.runs import defaults_json, fingerprint, open_output, run_differences  # noqa: E402
 from metareason.stats import mean_interval, paired_difference  # noqa: E402
 from metareason.tasks.lab import LabConfig, lab_records  # noqa: E402
@@ -116,9 +116,10 @@ def evaluate(run: Path, questions: Path, out: Path, *, n: int, k: Sequence[int],
 
 
 def per_question(rows: Sequence[dict], metric: str, k: int) -> np.ndarray:
-    n = np.asarray([len(r["correct"]) for r in rows])
-    c = np.asarray([sum(r["correct"]) for r in rows])
-    return {"pass": pass_at_k, "mg-pass": mg_pass_at_k}[metric](n, c, k)
+    """float[questions]: "pass" or "mg-pass" @k per samples.jsonl row (`metareason.reproduce.training`)."""
+    if metric not in ("pass", "mg-pass"):
+        raise ValueError(f"metric must be 'pass' or 'mg-pass', got {metric!r}")
+    return np.asarray(per_question_metrics(rows, (k,))[f"{metric}@{k}"])
 
 
 def ci(values) -> dict[str, Any]:
