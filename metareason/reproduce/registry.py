@@ -17,8 +17,10 @@ __all__ = ["MODULES", "experiments", "collect", "experiment_order"]
 
 #: The modules (import paths) whose module-level `Experiment` objects make up the registry.
 MODULES: tuple[str, ...] = (
+    "metareason.reproduce.analogy",
     "metareason.reproduce.trajectories",
     "metareason.reproduce.modes",
+    "metareason.reproduce.training",
     "metareason.reproduce.community",
 )
 

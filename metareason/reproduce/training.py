@@ -53,9 +53,9 @@ __all__ = ["BASE_MIX", "GRPO_LRS", "E10_KS", "E11_NS", "TRAINED_FAMILIES", "lab_
            "pooled", "paired_interval",
            "E6", "E7", "E9", "E10", "E11", "EXPERIMENTS"]
 
-# MERGE(modes): the base model's trajectory prior. `LabConfig.mix` comes from helper "modes"; until it
-# is merged, `lab_config` leaves it out (the base is then the no-thinking model of before).
 BASE_MIX = (("long", "", 0.03),)
+"""The base model's trajectory prior: 3% of its (otherwise no-thinking) training questions come with
+long trajectories, so zero-RL GRPO has something to explore from."""
 
 TRAIN_QUESTIONS = 1000
 """Training questions of E6/E7/E9 at the lab budget (times budget.scale at smaller budgets)."""
@@ -83,13 +83,21 @@ MAX_NEW_TOKENS = 320
 
 def lab_config(budget: Budget, style: str, *, families: Sequence[str] = ("arith",), questions: int = TRAIN_QUESTIONS,
                mix: tuple = (), **kw) -> LabConfig:
-    """The lab data of one arm: the same questions at every seed (data seed 0); train_size scaled by
-    budget.scale (at least 16); eval_size covers budget.questions test and validation questions."""
-    fields = {f.name for f in dataclasses.fields(LabConfig)}
-    extra = {"mix": tuple(mix)} if mix and "mix" in fields else {}  # MERGE(modes)
-    return LabConfig(families=tuple(families), style=style, difficulty=(1, 2),
+    """The lab data of one arm: the same questions at every seed (data seed 0) AND in every arm.
+
+    The lab draws a question's trajectory from the stream its questions come from, so two styles
+    would give two sets of training questions; every arm therefore draws its questions from the
+    "none" stream and gets its own style through `mix` (a mixed question is rendered from its own
+    per-question stream): `style` alone is mix ((style, "", 1.0),); with `mix` given, the rest of
+    the questions keep `style`. train_size scaled by budget.scale (at least 16); eval_size covers
+    budget.questions test and validation questions."""
+    if not mix and style != "none":
+        mix = ((style, "", 1.0),)
+    elif mix and style != "none":
+        raise ValueError(f"an arm with a mix draws its questions from the 'none' stream; got style {style!r}")
+    return LabConfig(families=tuple(families), style="none", difficulty=(1, 2),
                      train_size=max(16, int(round(questions * budget.scale))),
-                     eval_size=max(budget.questions, 16), seed=0, **extra, **kw)
+                     eval_size=max(budget.questions, 16), seed=0, mix=tuple(mix), **kw)
 
 
 def tokens_per_epoch(lab: LabConfig, slots: int = 1) -> int:

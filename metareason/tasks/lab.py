@@ -178,15 +178,16 @@ def lab_records(config: LabConfig, split: str, *, also_styles: Sequence[str] = (
                 made += 1
                 if s != split:
                     continue
-                trajectories = _distinct(config, family, problem, rng)
+                entry = mixed[made - 1] if mixed is not None else -1
+                if entry < 0 or config.style not in _NO_DRAWS:  # (the question stream as without the mix)
+                    trajectories = _distinct(config, family, problem, rng)
                 extra_rng = np.random.default_rng([config.seed, fi, SPLITS.index(s), made, 1])
                 also = {st: render(family, problem, st, extra_rng, **_rates(config)).text for st in also_styles}
                 style, mode = config.style, config.mode
-                if mixed is not None and mixed[made - 1] >= 0:  # this question's mix entry: its own stream
-                    style, mode, _ = config.mix[mixed[made - 1]]
+                if entry >= 0:  # this question's mix entry: its own stream
+                    style, mode, _ = config.mix[entry]
                     mix_rng = np.random.default_rng([config.seed, fi, SPLITS.index(s), made, 2])
-                    trajectories = [render(family, problem, style, mix_rng, **_rates(config))
-                                    for _ in range(config.trajectories_per_question)]
+                    trajectories = _distinct(config, family, problem, mix_rng, style)
                 yield {
                     "id": f"lab-{name}-{split}-{made - 1}",
                     "source": "lab",
@@ -213,23 +214,29 @@ def _rates(config: LabConfig) -> dict[str, float]:
     return {"confirm_rate": config.confirm_rate, "silent_rate": config.silent_rate}
 
 
-def _distinct(config: LabConfig, family, problem, rng: np.random.Generator) -> list:
-    """`config.trajectories_per_question` pairwise distinct trajectories of `problem` (drawn in
+_NO_DRAWS = ("none", "short", "summary")
+"""Styles whose rendering draws nothing from the random stream (one text per question)."""
+
+
+def _distinct(config: LabConfig, family, problem, rng: np.random.Generator, style: str | None = None) -> list:
+    """`config.trajectories_per_question` pairwise distinct trajectories of `problem` in `style`
+    (default config.style; drawn in
     order from `rng`; a repeated text is dropped and drawn again, at most 50 k + 1000 draws).
     A one-line ValueError when k exceeds `distinct_capacity` (exact for every style but
     "incorrect-long", whose lower bound is only reported) or the draws run out."""
     k = config.trajectories_per_question
-    capacity = distinct_capacity(family, problem, config.style, **_rates(config)) if k > 1 else 1
-    if k > capacity and config.style != "incorrect-long":  # its capacity is only a lower bound
-        raise ValueError(f"lab: question {problem.question!r} has at most {capacity} distinct {config.style} "
+    style = style or config.style
+    capacity = distinct_capacity(family, problem, style, **_rates(config)) if k > 1 else 1
+    if k > capacity and style != "incorrect-long":  # its capacity is only a lower bound
+        raise ValueError(f"lab: question {problem.question!r} has at most {capacity} distinct {style} "
                          f"trajectories, trajectories_per_question={k}")
     out, seen, draws = [], set(), 0
     while len(out) < k:
         if draws >= 50 * k + 1000:
             raise ValueError(f"lab: question {problem.question!r}: {draws} draws found {len(out)} distinct "
-                             f"{config.style} trajectories of trajectories_per_question={k} "
-                             f"(capacity {capacity}{', a lower bound' if config.style == 'incorrect-long' else ''})")
-        t = render(family, problem, config.style, rng, **_rates(config))
+                             f"{style} trajectories of trajectories_per_question={k} "
+                             f"(capacity {capacity}{', a lower bound' if style == 'incorrect-long' else ''})")
+        t = render(family, problem, style, rng, **_rates(config))
         draws += 1
         if t.text not in seen:
             seen.add(t.text)

@@ -40,12 +40,14 @@ def test_sft_arms_pass_equally_often_over_the_same_questions():
     assert g.steps == SMOKE.steps(T.GRPO_STEPS) and cfg["sft-long-grpo"].steps == g.steps
 
 
-@pytest.mark.xfail(reason="tasks/lab.py draws the train split's questions and trajectories from one rng stream, "
-                          "so another style gives other training questions (lead: a per-question render rng)")
 def test_sft_styles_draw_the_same_training_questions():
     cfg = T.arm_configs(SMOKE, 0)
-    qs = [[r["question"] for r in lab_records(cfg[a].lab, "train")] for a in ("base", "sft-short", "sft-long")]
-    assert qs[0] == qs[1] == qs[2]
+    recs = {a: list(lab_records(cfg[a].lab, "train")) for a in ("base", "sft-short", "sft-long", "grpo-zero")}
+    qs = [[r["question"] for r in rs] for rs in recs.values()]
+    assert qs[0] == qs[1] == qs[2] == qs[3]
+    assert {r["style"] for r in recs["sft-short"]} == {"short"} and {r["style"] for r in recs["sft-long"]} == {"long"}
+    n_long = sum(r["style"] == "long" for r in recs["base"])
+    assert n_long == round(0.03 * len(recs["base"]))  # the trajectory prior, exact count
 
 
 def test_e7_pairs_the_same_questions_and_seeds_share_them():
