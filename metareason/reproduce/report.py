@@ -4,7 +4,7 @@ table of BENCHMARKS.md, all from one dict (the runner's record of a run).
 report.json: {"budget", "only", "machine", "command", "wall_seconds", "units": {key: {"status":
 "ran"|"resumed"|"failed", "seconds", "error"?}}, "experiments": {name: {"title", "units",
 "unit_seconds", "summarise_seconds", "seconds", "full_scale"?}}, "claims": [ClaimResult.as_dict()
-plus "experiment" and "status" ("measured", NOT_MEASURED, FULL_SCALE_STATUS)], "failed": {key: error}}.
+plus "experiment" and "status" ("measured", NOT_MEASURED, NOT_RUN, FULL_SCALE_STATUS)], "failed": {key: error}}.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import platform
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["NOT_MEASURED", "FULL_SCALE_STATUS", "machine", "write_report", "report_markdown", "claims_table",
+__all__ = ["NOT_MEASURED", "NOT_RUN", "FULL_SCALE_STATUS", "machine", "write_report", "report_markdown", "claims_table",
            "write_experiments_md", "benchmarks_table", "format_measured"]
 
 NOT_MEASURED = "not measured"
+NOT_RUN = "not run yet"
 FULL_SCALE_STATUS = "not run (full scale: commands only)"
 
 

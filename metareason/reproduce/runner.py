@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 
 from metareason.errors import ConfigError
 from metareason.reproduce.base import Budget, Claim, ClaimResult, Experiment, Unit, get_budget
-from metareason.reproduce.report import FULL_SCALE_STATUS, NOT_MEASURED, write_report
+from metareason.reproduce.report import FULL_SCALE_STATUS, NOT_MEASURED, NOT_RUN, write_report
 from metareason.runs.provenance import differences, digest, fingerprint, open_output
 
 __all__ = ["ReproduceConfig", "reproduce", "plan", "select", "check_raws", "full_scale_commands", "run_reproduce"]
@@ -52,6 +52,9 @@ class ReproduceConfig:
     """smoke (the whole path in minutes, numbers meaningless), lab (the real run), full (commands only)."""
     only: tuple[str, ...] = ()
     """Experiments to run, e.g. E2,E7 (comma or space separated; default: all), with the units they need."""
+    report_only: bool = False
+    """Run nothing: write the report of the units finished so far (an experiment with unfinished
+    units is reported as not run yet; rerun without this flag to resume)."""
 
     def validate(self) -> None:
         get_budget(self.budget)
@@ -63,7 +66,8 @@ class ReproduceConfig:
 def run_reproduce(cfg: ReproduceConfig, *, experiments: Mapping[str, Experiment] | None = None) -> Path:
     """Runs `cfg` (the command line's entry); returns the report.md path."""
     cfg.validate()
-    return reproduce(get_budget(cfg.budget), cfg.out, only=cfg.names(), experiments=experiments)
+    return reproduce(get_budget(cfg.budget), cfg.out, only=cfg.names(), experiments=experiments,
+                     report_only=cfg.report_only)
 
 
 def _json(obj: Any) -> Any:
@@ -207,9 +211,11 @@ def _not_measured(claims: Sequence[Claim], status: str, note: str) -> list[dict]
 
 
 def reproduce(budget: Budget, out: str | Path, *, only: Sequence[str] = (),
-              experiments: Mapping[str, Experiment] | None = None, progress: bool = True) -> Path:
+              experiments: Mapping[str, Experiment] | None = None, progress: bool = True,
+              report_only: bool = False) -> Path:
     """Runs the experiments `only` names (all when empty) of `experiments` (default: the registry) at
     `budget` into `out` and writes report.md / report.json there; returns the report.md path.
+    report_only: run no unit; experiments with unfinished units are reported as not run yet.
     Failed units are listed under "failed" in report.json (the command line then exits 1)."""
     if experiments is None:
         from metareason.reproduce.registry import experiments as registry
@@ -242,6 +248,8 @@ def reproduce(budget: Budget, out: str | Path, *, only: Sequence[str] = (),
                 records[u.key] = {"status": "resumed", "seconds": done[u.key].get("seconds", 0.0)}
                 if progress:
                     _say(bar, f"reproduce: {u.key}: done before ({records[u.key]['seconds']:.1f} s), skipped")
+            elif report_only:
+                records[u.key] = {"status": "pending", "seconds": 0.0}
             elif bad := [n for n in u.needs if n in failed]:
                 failed[u.key] = f"needs {bad[0]}, which failed"
                 records[u.key] = {"status": "failed", "seconds": 0.0, "error": failed[u.key]}
@@ -284,6 +292,10 @@ def reproduce(budget: Budget, out: str | Path, *, only: Sequence[str] = (),
             claims += [{**d, "experiment": exp.name} for d in _not_measured(
                 exp.claims, FULL_SCALE_STATUS, "full scale: see the commands under this experiment" if
                 info["full_scale"] else "full scale: no command in experiments/full_scale.py")]
+        elif pending := [k for k in keys if records[k]["status"] == "pending"]:
+            claims += [{**d, "experiment": exp.name} for d in _not_measured(
+                exp.claims, NOT_RUN, f"not run yet: {len(keys) - len(pending)} of {len(keys)} units finished "
+                                     f"(rerun the command without --report-only to resume)")]
         elif bad := [k for k in keys if k in failed]:
             claims += [{**d, "experiment": exp.name} for d in _not_measured(
                 exp.claims, NOT_MEASURED, f"not measured: unit {bad[0]} failed ({failed[bad[0]]})")]

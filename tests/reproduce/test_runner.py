@@ -245,3 +245,17 @@ def test_progress_prints_one_line_per_unit(tmp_path, capsys):
     assert all(f"reproduce: e3/seed-{s}: " in err for s in (0, 1))
     reproduce(SMOKE, tmp_path / "o", only=("E3",), experiments=f.registry(), progress=True)
     assert capsys.readouterr().err.count("skipped") == 2
+
+
+def test_report_only_runs_nothing_and_reports_what_is_finished(tmp_path):
+    f = Fakes()
+    reproduce(SMOKE, tmp_path / "o", only=("E3",), experiments=f.registry(), progress=False)
+    calls = dict(f.calls)
+    reproduce(SMOKE, tmp_path / "o", experiments=f.registry(), progress=False, report_only=True)
+    assert dict(f.calls) == calls  # nothing ran
+    rep = _report(tmp_path / "o")
+    status = {c["id"]: c["status"] for c in rep["claims"]}
+    assert status == {"E1a": "not run yet", "E1b": "not run yet", "E2a": "not run yet", "E3a": "measured"}
+    note = next(c["note"] for c in rep["claims"] if c["id"] == "E1a")
+    assert note.startswith("not run yet: 0 of 4 units finished")
+    assert "not run yet" in (tmp_path / "o" / "report.md").read_text()
