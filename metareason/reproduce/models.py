@@ -28,9 +28,10 @@ CONFIRM_RATE = 0.15
 SILENT_RATE = 0.3
 """Share of planted slips corrected without a reflection word (E5's control)."""
 
-LAB_MODEL_STEPS = 1700
-"""SFT steps of the probe experiments' model at the "lab" budget (the arith-long preset's 3400
-reaches 0.96 greedy accuracy; half of it is enough for a model that solves most questions)."""
+LAB_MODEL_STEPS = 1000
+"""SFT steps of the probe experiments' model at the "lab" budget, 7 x 288 packed tokens each (the
+arith-long preset's 3400 reach 0.96 greedy accuracy; 1000 keep three seeds of it inside the 2-core
+lab budget and leave the model with both correct and incorrect own samples to probe)."""
 
 
 def two_mode_lab(seed: int) -> LabConfig:
