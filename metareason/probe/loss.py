@@ -239,6 +239,7 @@ def _prefill_causal(params, context, context_lengths, *, config, extra_slots):
         h, (k, v), _ = tf._layer(config, inv_freq, h, layer, kv, positions, None, 0)
         k_all = lax.dynamic_update_slice(k_all, k.astype(k_all.dtype)[None], (i, 0, 0, 0, 0))
         v_all = lax.dynamic_update_slice(v_all, v.astype(v_all.dtype)[None], (i, 0, 0, 0, 0))
+        k_all, v_all = tf.constrain(k_all, tf.K_CACHE_AXES), tf.constrain(v_all, tf.V_CACHE_AXES)
     seg = (jnp.arange(N + extra_slots)[None] < context_lengths[:, None]).astype(jnp.int32)
     return KVCache(k=k_all, v=v_all, segment_ids=seg, index=jnp.asarray(N, jnp.int32))
 
