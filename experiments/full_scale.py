@@ -4,6 +4,10 @@ runs"), with the command of each and its memory arithmetic per device.
     python experiments/full_scale.py             # writes experiments/FULL_SCALE.md
     python experiments/full_scale.py --check     # also: every command parses into its config
 
+Everything in the existing output file from the `KEEP` marker line on (hand-written sections with
+measured numbers, e.g. the probe's memory at 32k tokens from benchmarks/probe_memory.py) is
+carried over unchanged after the generated part.
+
 Nothing here runs a model: it is the plan a Cloud TPU user starts from. The numbers come from
 `metareason.parallel.memory` (params, gradients and optimizer exact; activations estimated from
 the model's code and checked against XLA's `memory_analysis()` on scaled-down models in
@@ -47,6 +51,8 @@ MODELS = {
 }
 # chips and HBM per chip (GiB) of the slices the configs target
 HARDWARE = {"v5p-128": (64, 95), "v6e-256": (256, 32), "v5p-8": (4, 95)}
+# from this line on the output file is not generated: main() keeps it as it is
+KEEP = "<!-- not generated: experiments/full_scale.py keeps everything from this line on -->"
 
 ORZ_QUESTIONS = 39_000  # ORZ math questions after the paper's filtering
 SFT_BATCH, SFT_LR = 256, 1e-5
@@ -157,6 +163,13 @@ def check_commands(rows: list[Run]) -> None:
         parse_config(argv[1], argv[2:])
 
 
+def kept_sections(path: Path) -> str:
+    """The text of `path` from its `KEEP` marker line to the end ("" when the file or the marker
+    is missing)."""
+    old = path.read_text() if path.exists() else ""
+    return old[old.index(KEEP):] if KEEP in old else ""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "FULL_SCALE.md")
@@ -182,7 +195,8 @@ def main() -> None:
             "so far tested on one process only.", "", table(rows), "", "## Commands", ""]
     for r in rows:
         text += [f"### {r.name} ({r.experiments})", "", "```bash", r.command, "```", ""]
-    args.out.write_text("\n".join(text))
+    kept = kept_sections(args.out)
+    args.out.write_text("\n".join(text) + ("\n" + kept if kept else ""))
     print(table(rows))
     print(f"wrote {args.out}")
 

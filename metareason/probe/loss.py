@@ -8,8 +8,10 @@ answer). The official notebook runs one forward pass per cut. Here:
 
 - `method="packed"`: one pass over [context | probe_1 .. probe_m] with a block mask in which
   probe j sees `context[:c_j]` and itself causally, positions continuing from c_j;
-- `method="cache"`: the context's key/value cache is computed once (prefilled in chunks), then
-  the probes are batched against it, each masked to its own prefix.
+- `method="cache"`: the context's key/value cache is computed once (in one plain causal pass,
+  the fused kernels' fast path, or in chunks through the masked cache path), then the probes are
+  batched against it, each masked to its own prefix (a block mask, which `attention_impl`
+  "pallas" / "splash" / "auto" run through their mask-aware kernels).
 
 Both are chunked over cuts (`cut_chunk` probes per pass) so memory stays bounded, batched over
 questions, and jit-compiled; `answer_loss_per_prefix` is the slow per-prefix reference.
@@ -184,8 +186,14 @@ def _packed_chunk(params, context, context_lengths, cuts, probe, targets, *, lm)
 
 
 def _prefill(params, context, context_lengths, *, config, extra_slots, context_chunk):
-    """The context's KV cache ([N + extra_slots] slots, index N), computed `context_chunk` tokens at a time."""
+    """The context's KV cache ([N + extra_slots] slots, index N) of context int[B, N].
+
+    One chunk (context_chunk == N): `_prefill_causal`, plain causal attention (the fast path).
+    Several: `context_chunk` tokens at a time through the model's cache path, whose dense mask
+    [B, context_chunk, N + extra_slots] bounds the "xla" path's scores to one chunk."""
     B, N = context.shape
+    if context_chunk == N:
+        return _prefill_causal(params, context, context_lengths, config=config, extra_slots=extra_slots)
     cache = init_cache(config, B, N + extra_slots)
     seg = (jnp.arange(N)[None] < context_lengths[:, None]).astype(jnp.int32)
     n_chunks = N // context_chunk
@@ -201,6 +209,41 @@ def _prefill(params, context, context_lengths, *, config, extra_slots, context_c
     return cache
 
 
+def _prefill_causal(params, context, context_lengths, *, config, extra_slots):
+    """The context's KV cache in one pass with mask None, i.e. plain causal attention, the path
+    `attention_impl` "cudnn" (`is_causal`), "pallas" (the loop that stops at the diagonal),
+    "splash" (a static causal mask) and "auto" take without building any [S, T] mask.
+
+    context int[B, N] (right-padded), context_lengths int[B] -> KVCache of N + extra_slots slots,
+    index N, segment ids 1 on real tokens. Exact for the real tokens: with the padding at the
+    end, a causal query t < length never sees a padded key, and the probe rows only read keys
+    t < cut <= length. The model's cache path would build a dense [B, N, N + extra] mask (S != T),
+    so this runs its layers itself (`transformer._layer`, as `_trunk` does with a cache) over a
+    per-layer cache of exactly N slots (S == T: the kernels' causal contract), then writes each
+    layer's keys/values into the first N slots of the probe-sized cache."""
+    from metareason.model import transformer as tf
+
+    B, N = context.shape
+    L, K, Dh = config.num_layers, config.num_kv_heads, config.head_dim
+    cdt = jnp.dtype(config.compute_dtype)
+    cache = init_cache(config, B, N + extra_slots)
+    positions = jnp.broadcast_to(jnp.arange(N, dtype=jnp.int32), (B, N))
+    inv_freq = tf.inverse_frequencies(config)
+    layers = jax.tree.map(lambda p: p.astype(cdt), params["layers"])
+    split = isinstance(layers, (tuple, list))
+    h = tf.constrain(params["embed_tokens"]["embedding"], (None, None))[context].astype(cdt)
+    k_all, v_all = cache.k, cache.v
+    for i in range(L):
+        layer = layers[i] if split else jax.tree.map(lambda p: p[i], layers)
+        kv = (jnp.zeros((B, K, Dh, N), k_all.dtype), jnp.zeros((B, K, N, Dh), v_all.dtype))
+        h, (k, v), _ = tf._layer(config, inv_freq, h, layer, kv, positions, None, 0)
+        k_all = lax.dynamic_update_slice(k_all, k.astype(k_all.dtype)[None], (i, 0, 0, 0, 0))
+        v_all = lax.dynamic_update_slice(v_all, v.astype(v_all.dtype)[None], (i, 0, 0, 0, 0))
+        k_all, v_all = tf.constrain(k_all, tf.K_CACHE_AXES), tf.constrain(v_all, tf.V_CACHE_AXES)
+    seg = (jnp.arange(N + extra_slots)[None] < context_lengths[:, None]).astype(jnp.int32)
+    return KVCache(k=k_all, v=v_all, segment_ids=seg, index=jnp.asarray(N, jnp.int32))
+
+
 def _cache_chunk(params, cache: KVCache, cuts, probe, targets, *, config):
     n_context = cache.max_length - cuts.shape[1] * probe.shape[1]  # the probes take the slots after it
     tokens, positions, mask = _probe_rows(cuts, probe, n_context)
@@ -214,7 +257,8 @@ def answer_nll(params: Any, batch: ProbeBatch, *, config: ModelConfig | CausalLM
     validation and no padding, a pure function of jax arrays (jit, grad, vmap apply).
 
     batch: a `ProbeBatch` of valid arrays (see there); cut_chunk must divide M (None: M, one
-    pass), and for "cache" context_chunk must divide N (None: N). The inner loops' answer loss
+    pass), and for "cache" context_chunk must divide N (None: N; N runs the
+    prefill as one plain causal pass, `_prefill_causal`). The inner loops' answer loss
     is this with one question and one cut (`metareason.inner.answer_loss`)."""
     lm = as_causal_lm(config)
     context, context_lengths, cuts, probe, targets = (jnp.asarray(x) for x in batch)
@@ -247,7 +291,8 @@ _loss_jit = jax.jit(answer_nll, static_argnames=("config", "method", "cut_chunk"
 
 
 def answer_loss_along_trajectory(params: Any, batch: ProbeBatch, *, config: ModelConfig | CausalLM,
-                                 method: str = "cache", cut_chunk: int = 16, context_chunk: int = 512) -> AnswerLoss:
+                                 method: str = "cache", cut_chunk: int = 16,
+                                 context_chunk: int | None = None) -> AnswerLoss:
     """The answer's NLL after every cut of every question, exactly, without one pass per cut.
 
     Args:
@@ -258,6 +303,11 @@ def answer_loss_along_trajectory(params: Any, batch: ProbeBatch, *, config: Mode
         against it) or "packed" (one pass over the context and `cut_chunk` probes per chunk).
       cut_chunk: probes per pass; memory grows with cut_chunk * A (and, packed, with N).
       context_chunk: tokens per prefill pass ("cache" only); N is padded to a multiple of it.
+        A chunk covering the whole context prefills in one plain causal pass (mask None: the
+        fused kernels' causal path, no [S, T] mask); smaller chunks go through the model's
+        masked cache path (bounded "xla" scores). None: the whole context when
+        `attention_impl` is (or "auto" resolves to) a fused kernel ("cudnn", "pallas",
+        "splash"), else 512.
 
     Returns:
       `AnswerLoss` with per_token [B, M, A], total [B, M], mean [B, M], valid [B, M]
@@ -265,7 +315,7 @@ def answer_loss_along_trajectory(params: Any, batch: ProbeBatch, *, config: Mode
     """
     if method not in METHODS:
         raise ProbeError(f"unknown probe method {method!r} (known: {', '.join(METHODS)})")
-    if cut_chunk < 1 or context_chunk < 1:
+    if cut_chunk < 1 or (context_chunk is not None and context_chunk < 1):
         raise ProbeError(f"cut_chunk and context_chunk must be >= 1, got {cut_chunk}, {context_chunk}")
     lm = as_causal_lm(config)
     if method == "cache" and lm.config is None:
@@ -276,11 +326,19 @@ def answer_loss_along_trajectory(params: Any, batch: ProbeBatch, *, config: Mode
     cuts = _pad_cuts(b.cuts, cut_chunk)
     context = b.context
     if method == "cache":
+        if context_chunk is None:
+            context_chunk = context.shape[1] if _fused_causal(lm.config) else 512
         context_chunk = min(context_chunk, context.shape[1])
         context = np.pad(context, ((0, 0), (0, -context.shape[1] % context_chunk)))
     out = _loss_jit(params, ProbeBatch(context, b.context_lengths, cuts, b.probe, b.targets), config=lm,
                     method=method, cut_chunk=cut_chunk, context_chunk=context_chunk)
     return AnswerLoss(*(x[:, :M] for x in out))
+
+
+def _fused_causal(config: ModelConfig) -> bool:
+    """Whether config's attention runs plain causal attention through a fused kernel here."""
+    from metareason.model.attention import resolve_impl
+    return resolve_impl(config.attention_impl, True, config.compute_dtype) in ("cudnn", "pallas", "splash")
 
 
 def answer_loss_per_prefix(params: Any, batch: ProbeBatch, *, config: ModelConfig | CausalLM) -> AnswerLoss:
