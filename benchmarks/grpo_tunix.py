@@ -248,7 +248,7 @@ def machine_info() -> dict:
         load = None
     return {"backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind), "jax": jax.__version__,
             "cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
-            "loadavg": load}
+            "loadavg": load}  # 1/5/15-minute load averages (other processes share the CPUs)
 
 
 def main(argv=None) -> dict:
@@ -284,6 +284,7 @@ def main(argv=None) -> dict:
     tmp = tempfile.mkdtemp(prefix="grpo_tunix_")
     hf_dir = save_hf_checkpoint(Path(tmp) / "hf", config, params)
 
+    load_before = machine_info()["loadavg"]
     t = time.perf_counter()
     ours = build_ours(a, config, params, prompts)
     theirs = build_tunix(a, config, hf_dir, prompts)
@@ -298,7 +299,7 @@ def main(argv=None) -> dict:
                   f"  reward {reward:.3f}", flush=True)
 
     tokens = a.questions * a.group * a.new
-    result = dict(machine_info(), model=a.model, params=config.num_params(), settings={
+    result = dict(machine_info(), loadavg_before=load_before, model=a.model, params=config.num_params(), settings={
         k: getattr(a, k) for k in ("questions", "group", "prompt", "new", "epochs", "minibatches", "kl", "clip", "lr",
                                    "warmup", "repeats")}, rollout_tokens_per_step=tokens, setup_s=setup)
     for name in rows:
@@ -316,16 +317,12 @@ def main(argv=None) -> dict:
     # the rest of the step: rewards, advantages, old + reference log-probs and the updates
     result["ratio_rest_of_step"] = statistics.median(
         (t["step_s"] - t["rollout_s"]) / (o["step_s"] - o["rollout_s"]) for o, t in zip(rows["ours"], rows["tunix"]))
-    try:
-        result["loadavg_after"] = os.getloadavg()
-    except OSError:
-        pass
     result["compared"] = ("whole GRPO step (rollouts, rewards, advantages, old + reference log-probs, "
                           "epochs x minibatches updates) and its sampler call, both learners end to end")
 
     print(f"\nGRPO step, {a.model} Qwen2 ({config.num_params():,} params), Q={a.questions} G={a.group} "
           f"prompt={a.prompt} N={a.new} epochs={a.epochs} minibatches={a.minibatches}, {jax.default_backend()}, "
-          f"{a.repeats} alternating repeats, load {result['loadavg']}")
+          f"{a.repeats} alternating repeats, load average {load_before} before, {result['loadavg']} after")
     print(f"{'':8s}{'step s':>10s}{'rollout s':>11s}{'rollout tok/s':>15s}{'rest s':>10s}{'first step s':>14s}")
     for name in rows:
         r = result[name]
