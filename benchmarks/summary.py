@@ -92,8 +92,9 @@ def probe_rows(d):
 
 def grpo_rows(d):
     o, t, s = d["ours"], d["tunix"], d.get("settings", {})
+    load = (d.get("loadavg_before") or d.get("loadavg") or [None])[0]
     name = (f"GRPO step ({d.get('model')} Qwen2, Q{s.get('questions')} G{s.get('group')} N{s.get('new')}, "
-            f"{s.get('repeats')} reps)")
+            f"{s.get('repeats')} reps" + (f", load {load:.3g})" if load is not None else ")"))
     return [(name, _device(d), f"{o['step_s_median']:.3f} s", f"{t['step_s_median']:.3f} s (Tunix)",
              f"{d['ratio_step']:.2f}x", "-", ">= 2x on the CPU" if d.get("backend") == "cpu" else ""),
             (f"GRPO rollout tokens/s ({d.get('model')})", _device(d), f"{_f(o['rollout_tokens_per_s'])} tok/s",
