@@ -46,7 +46,8 @@ class LabConfig:
     trajectories_per_question: int = 1
     """Distinct trajectories of `style` per question (in `generations`; E10 uses up to 32): drawn
     until k pairwise distinct texts are found; a ValueError names the question when k exceeds
-    `styles.distinct_capacity` or draws stop finding new texts."""
+    `styles.distinct_capacity` or draws stop finding new texts. With a `mix`, k applies to the
+    train split (the other splits carry one trajectory of `style`)."""
     confirm_rate: float = 0.0
     """Share of slippable steps of long trajectories with an unconfirmed reflection (`styles`)."""
     silent_rate: float = 0.0
@@ -180,7 +181,10 @@ def lab_records(config: LabConfig, split: str, *, also_styles: Sequence[str] = (
                     continue
                 entry = mixed[made - 1] if mixed is not None else -1
                 if entry < 0 or config.style not in _NO_DRAWS:  # (the question stream as without the mix)
-                    trajectories = _distinct(config, family, problem, rng)
+                    # a mixed config's k trajectories are the training split's; its other splits
+                    # (questions to evaluate on) carry one of config.style
+                    k = 1 if config.mix and split != "train" else None
+                    trajectories = _distinct(config, family, problem, rng, k=k)
                 extra_rng = np.random.default_rng([config.seed, fi, SPLITS.index(s), made, 1])
                 also = {st: render(family, problem, st, extra_rng, **_rates(config)).text for st in also_styles}
                 style, mode = config.style, config.mode
@@ -218,13 +222,14 @@ _NO_DRAWS = ("none", "short", "summary")
 """Styles whose rendering draws nothing from the random stream (one text per question)."""
 
 
-def _distinct(config: LabConfig, family, problem, rng: np.random.Generator, style: str | None = None) -> list:
+def _distinct(config: LabConfig, family, problem, rng: np.random.Generator, style: str | None = None,
+              k: int | None = None) -> list:
     """`config.trajectories_per_question` pairwise distinct trajectories of `problem` in `style`
     (default config.style; drawn in
     order from `rng`; a repeated text is dropped and drawn again, at most 50 k + 1000 draws).
     A one-line ValueError when k exceeds `distinct_capacity` (exact for every style but
     "incorrect-long", whose lower bound is only reported) or the draws run out."""
-    k = config.trajectories_per_question
+    k = k or config.trajectories_per_question
     style = style or config.style
     capacity = distinct_capacity(family, problem, style, **_rates(config)) if k > 1 else 1
     if k > capacity and style != "incorrect-long":  # its capacity is only a lower bound

@@ -160,3 +160,12 @@ def test_per_question_matches_brute_force_subsets():
         # mG-Pass@4: (2/4) * sum over i in {3, 4} of P(at least i correct of 4)
         assert mg4 == pytest.approx(0.5 * sum(np.mean([sum(s) >= i for s in subsets]) for i in (3, 4)))
     assert out["ids"] == ["b", "a"] and out["mean_length"] == [3.0, 5.0]
+
+
+def test_e10_configs_build_k_distinct_training_trajectories():
+    """E10's arms: k16's lab gives 16 pairwise distinct long trajectories per training question,
+    and its test split (evaluation questions) builds too."""
+    lab = T.arm_configs(SMOKE, 0)["k16"].lab
+    train = list(lab_records(lab, "train"))
+    assert all(len(set(r["generations"])) == len(r["generations"]) == 16 and r["style"] == "long" for r in train)
+    assert len(list(lab_records(lab, "test"))) == lab.eval_size
