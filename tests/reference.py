@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
-from metareason.model import ModelConfig, RopeScaling
+from metareason.model import ModelConfig, RopeScaling, flatten, init, param_shapes, save_hf_checkpoint, unflatten
+from metareason.probe.inputs import Example
+from metareason.studies.community import write_bpe_tokenizer
 
 #: One tiny config per family, each exercising the family's distinguishing features.
 TINY = {
@@ -66,10 +72,6 @@ def hf_logits(model, tokens: np.ndarray, position_ids: np.ndarray | None = None)
 def random_params(config: ModelConfig, seed: int = 0, scale: float = 0.15):
     """Our params with the same statistics as `random_hf_model`: norm scales 1 + 0.2 N(0, 1),
     embeddings N(0, 1), every other tensor (biases included) `scale` * N(0, 1)."""
-    import jax
-
-    from metareason.model import flatten, param_shapes, unflatten
-
     rng = np.random.RandomState(seed)
     out = {}
     for path, s in sorted(flatten(param_shapes(config)).items()):
@@ -105,20 +107,10 @@ CORPUS = ["What is 12 + 35? Let me think step by step.", "Wait, the carry is 1, 
 
 
 def write_tiny_tokenizer(path, template, bos):
-    """A small byte-level BPE tokenizer trained here (no hub access) with `template`, in `path`."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIALS,
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    """A small byte-level BPE tokenizer trained here (no hub access) with `template`, in `path`
+    (`metareason.studies.community.write_bpe_tokenizer` on CORPUS with SPECIALS)."""
     path.mkdir()
-    tok.save(str(path / "tokenizer.json"))
-    (path / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "chat_template": template,
-        "bos_token": bos, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}))
-    return path
+    return write_bpe_tokenizer(path, CORPUS, vocab_size=300, specials=SPECIALS, chat_template=template, bos_token=bos)
 
 
 # Records in the data schema for end-to-end runs on a Hugging Face directory (probe, compare).
@@ -131,13 +123,6 @@ ANSWER_ROWS = [{"id": "q1", "question": "What is 12 + 35?", "answer": "47",
 def tiny_hf_dir(tmp_path, **config_overrides):
     """A random tiny Qwen2 saved as a Hugging Face directory with a ChatML tokenizer, plus
     ANSWER_ROWS as JSONL: (model_dir, config, params, data_path)."""
-    import json
-    import shutil
-
-    import jax
-
-    from metareason.model import init, save_hf_checkpoint
-
     tok_dir = write_tiny_tokenizer(tmp_path / "tok", CHATML, None)
     model_dir = tmp_path / "model"
     config = ModelConfig(**{**dict(family="qwen2", vocab_size=300, hidden_size=32, intermediate_size=64,
@@ -152,12 +137,19 @@ def tiny_hf_dir(tmp_path, **config_overrides):
     return model_dir, config, params, data
 
 
+def random_example(config, rng, P=6, T=14, A=6, scored=(2, 5)):
+    """A probe `Example` of random token ids below config.vocab_size: P prompt, T trajectory and A
+    answer tokens, answer positions scored[0]:scored[1] scored, every trajectory token typed "word"."""
+    targets = np.zeros(A, bool)
+    targets[scored[0]:scored[1]] = True
+    v = config.vocab_size
+    return Example(rng.integers(0, v, P).astype(np.int32), rng.integers(0, v, T).astype(np.int32),
+                   rng.integers(0, v, A).astype(np.int32), targets, ("word",) * T, {})
+
+
 def tree_hash(folder) -> dict[str, str]:
     """Every path under `folder` (relative) -> the sha256 of its bytes ("<dir>" for a directory):
     equal before and after means nothing in the folder was written, added or removed."""
-    import hashlib
-    from pathlib import Path
-
     folder = Path(folder)
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "<dir>"
             for p in sorted(folder.rglob("*"))}

@@ -154,7 +154,7 @@ def _fwd_kernel(*refs, causal, block_q, block_k, n_k, scale, k_slots_last, acc_d
 
 
 def _triton_params():
-    from jax.experimental.pallas import triton as pltriton
+    from jax.experimental.pallas import triton as pltriton  # GPU only: ~0.1 s import, on first use
     return pltriton.CompilerParams(num_warps=4, num_stages=2)
 
 
@@ -296,8 +296,15 @@ def pallas_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array |
 # Splash attention (TPU), JAX's own kernel
 # --------------------------------------------------------------------------------------------
 
+def _splash():
+    """JAX's splash attention modules (splash_attention_kernel, splash_attention_mask)."""
+    from jax.experimental.pallas.ops.tpu.splash_attention import (  # TPU only: ~0.1 s import, on first use
+        splash_attention_kernel, splash_attention_mask)
+    return splash_attention_kernel, splash_attention_mask
+
+
 def _splash_block_sizes(bq: int, bk: int):
-    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
+    sk, _ = _splash()
     return sk.BlockSizes(block_q=bq, block_kv=bk, block_kv_compute=bk, block_q_dkv=bq, block_kv_dkv=bk,
                          block_kv_dkv_compute=bk, block_q_dq=bq, block_kv_dq=bk)
 
@@ -305,7 +312,7 @@ def _splash_block_sizes(bq: int, bk: int):
 def _splash_kernel(mask_heads, bq, bk, interpret):
     """A splash MQA kernel for a [G, Sp, Tp] mask: a numpy array or a static splash mask
     (static sparsity) or a jax array (dynamic: the mask info is computed on the device)."""
-    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
+    sk, _ = _splash()
     kern = sk.make_splash_mqa_single_device(mask_heads, block_sizes=_splash_block_sizes(bq, bk), interpret=interpret)
     if isinstance(mask_heads, jax.Array):
         # JAX 0.10.2 turns MaskInfo.is_dynamic_mask into an array (a tracer under jit, which the
@@ -330,8 +337,7 @@ def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array |
     (vmapped over batch and kv heads). S, T are padded to `block`, a multiple of 128 (padded keys
     are never seen).
     `interpret`: None runs interpret mode on the CPU, compiled Mosaic on a TPU."""
-    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
-    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as smask
+    sk, smask = _splash()
     B, S, H, Dh, K, T = _check_qkv(q, k, v, mask, k_slots_last)
     if mask is not None and segment_ids is not None:
         raise KernelError("pass either mask or segment_ids, not both (a mask already says who sees whom)")

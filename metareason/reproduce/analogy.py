@@ -25,10 +25,18 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import jax
 import numpy as np
 
+from metareason.inner.implicit import implicit_trajectory, implicit_update, patch
+from metareason.probe.figures import plot_landscape
+from metareason.probe.inputs import make_batch
+from metareason.probe.landscape import measured_landscape
 from metareason.reproduce.base import Budget, Claim, ClaimResult, Experiment, Unit, verdict
 from metareason.reproduce.models import lab_model
+from metareason.runs import load
+from metareason.stats import bootstrap_interval
+from metareason.tasks.lab import lab_records
 
 __all__ = ["ANALOGY_THRESHOLD", "CLAIMS", "EXPERIMENT", "trajectories", "units", "summarise", "measure_seed"]
 
@@ -59,14 +67,6 @@ def _finite(x: float) -> float | None:
 def measure_seed(run: str | Path, n: int, *, grid: int = 9) -> dict:
     """The raw result of one seed: per trajectory drop, cos_pinv, cos_closest, null_share,
     logit_error_closest (None when not attained), and the first trajectory's plane."""
-    import jax
-
-    from metareason.inner.implicit import implicit_trajectory, implicit_update, patch
-    from metareason.probe.inputs import make_batch
-    from metareason.probe.landscape import measured_landscape
-    from metareason.runs import load
-    from metareason.tasks.lab import lab_records
-
     model = load(run)
     config = dataclasses.replace(model.config, param_dtype="float32", compute_dtype="float32")
     params = jax.tree.map(lambda x: x.astype(np.float32), model.params)
@@ -120,9 +120,6 @@ def _grid(raws: Sequence[dict], key: str) -> np.ndarray:
 
 def summarise(budget: Budget, raws: Mapping[str, dict], figures: Path) -> list[ClaimResult]:
     """One `ClaimResult` per claim (E1, E1-Eq4) from the units' raw results."""
-    from metareason.probe.figures import plot_landscape
-    from metareason.stats import bootstrap_interval
-
     seeds = [s for s in budget.seeds if f"analogy/seed-{s}" in raws]
     per = [raws[f"analogy/seed-{s}"] for s in seeds]
     if not per:

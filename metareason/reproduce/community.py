@@ -183,9 +183,9 @@ def _seed_difference(raw: dict, metric: str) -> tuple[list[str], np.ndarray] | N
 
 
 def _figure(per_seed: Sequence[float], pooled: Interval | None, metric: str, path: Path) -> Path:
-    import matplotlib
+    import matplotlib  # matplotlib: only when drawing
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib: only when drawing
 
     fig, ax = plt.subplots(figsize=(4.5, 3))
     ax.plot(range(len(per_seed)), [100 * d for d in per_seed], "o", label="per seed (mean over questions)")

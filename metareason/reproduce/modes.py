@@ -24,8 +24,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from metareason.probe.analysis import delimiter_effect
+from metareason.probe.efficiency import mode_efficiency
 from metareason.reproduce.base import Budget, Claim, ClaimResult, Experiment, Unit, verdict
 from metareason.reproduce.models import TWO_MODE_MIX, lab_model, two_mode_lab
+from metareason.runs import load
+from metareason.stats import bootstrap_interval, rate_interval
+from metareason.tasks.lab import lab_records
 
 __all__ = ["TWO_MODE_MIX", "E12_BUDGETS", "two_mode_lab", "probe_unit", "E4", "E12", "summarise_e4", "summarise_e12"]
 
@@ -55,10 +60,6 @@ def probe_unit(budget: Budget, seed: int, kind: str) -> Unit:
                 "max_thinking": MAX_THINKING, "model": model_key}
 
     def run(folder: Path, inputs: Mapping[str, dict]) -> dict:
-        from metareason.probe.efficiency import mode_efficiency
-        from metareason.runs import load
-        from metareason.tasks.lab import lab_records
-
         model = load(inputs[model_key]["run"])
         lab = model.lab
         records = []
@@ -89,8 +90,6 @@ def _stack(raws: Mapping[str, dict], kind: str, seeds: Sequence[int], value) -> 
 
 def _result(claim: Claim, values: np.ndarray, *, at_chance: bool, note: str = "", figure: str = "",
             extra: Mapping | None = None) -> ClaimResult:
-    from metareason.stats import bootstrap_interval
-
     measured = bootstrap_interval(values)
     return ClaimResult(claim, measured, verdict(measured, claim.direction, at_chance=at_chance), n=values.shape[1],
                        seeds=values.shape[0], note=note, figure=figure, extra=dict(extra or {}))
@@ -120,8 +119,6 @@ def _accuracy(raws: Mapping[str, dict], kind: str, seeds: Sequence[int], row: st
 
 def summarise_e4(budget: Budget, raws: Mapping[str, dict], figures: Path) -> list[ClaimResult]:
     """E4a and E4b from the "e4/seed-S" raws (see the module docstring)."""
-    from metareason.probe.analysis import delimiter_effect
-
     seeds = budget.seeds
     nll = {row: _stack(raws, "e4", seeds, lambda r, row=row: r["rows"][row]["nll"]) for row in ("no_think", "think")}
     no_delim = _stack(raws, "e4", seeds, lambda r: r["end_nll_no_delimiter"])
@@ -132,8 +129,6 @@ def summarise_e4(budget: Budget, raws: Mapping[str, dict], figures: Path) -> lis
         [{"loss": [x]} for x in no_delim[i]], [{"loss": [x]} for x in nll["think"][i]]).items()}
         for i in range(len(seeds))]
     figure = _e4_figure(nll, no_delim, Path(figures))
-    from metareason.stats import bootstrap_interval
-
     extra = {"nll_mean": {k: float(v.mean()) for k, v in nll.items()}, "nll_end_no_delimiter": float(no_delim.mean()),
              "accuracy_no_think_minus_think": bootstrap_interval(acc_diff).as_dict(),
              "accuracy_think": _accuracy(raws, "e4", seeds, "think"),
@@ -148,8 +143,6 @@ def summarise_e4(budget: Budget, raws: Mapping[str, dict], figures: Path) -> lis
 def summarise_e12(budget: Budget, raws: Mapping[str, dict], figures: Path) -> list[ClaimResult]:
     """E12 from the "e12/seed-S" raws: the claim's paired difference, the matched-token comparison
     and the budget forcing curve (pooled Wilson intervals per row) in `extra`."""
-    from metareason.stats import bootstrap_interval, rate_interval
-
     seeds = budget.seeds
     first = raws[f"e12/seed-{seeds[0]}"]
     names = list(first["rows"])
@@ -166,9 +159,9 @@ def summarise_e12(budget: Budget, raws: Mapping[str, dict], figures: Path) -> li
 
 
 def _e4_figure(nll: Mapping[str, np.ndarray], no_delim: np.ndarray, figures: Path) -> str:
-    import matplotlib
+    import matplotlib  # matplotlib: only when drawing
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib: only when drawing
 
     figures.mkdir(parents=True, exist_ok=True)
     labels = ["/no_think", "/think, no </think>", "/think + </think>"]
@@ -185,9 +178,9 @@ def _e4_figure(nll: Mapping[str, np.ndarray], no_delim: np.ndarray, figures: Pat
 
 
 def _e12_figure(curve: Sequence[dict], figures: Path) -> str:
-    import matplotlib
+    import matplotlib  # matplotlib: only when drawing
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib: only when drawing
 
     figures.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5, 3.5))

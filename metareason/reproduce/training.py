@@ -44,9 +44,16 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from metareason.evaluate.passk import mg_pass_at_k, pass_at_k
+from metareason.evaluate.run import EvalConfig, run_eval
+from metareason.format import LabFormat
 from metareason.reproduce.base import Budget, Claim, ClaimResult, Experiment, Unit, verdict
-from metareason.stats import bootstrap_interval
+from metareason.stats import Interval, bootstrap_interval
 from metareason.tasks.lab import LabConfig, lab_records
+from metareason.train.grpo import GRPOLossConfig
+from metareason.train.rl import GRPOConfig, train_grpo
+from metareason.train.sft import SFTConfig, train_sft
+from metareason.train.state import OptimizerConfig
 
 __all__ = ["BASE_MIX", "GRPO_LRS", "E10_KS", "E11_NS", "TRAINED_FAMILIES", "lab_config", "epoch_steps",
            "tokens_per_epoch", "grpo_passes", "across_seed_variance", "arm_configs", "choose_lr", "per_question",
@@ -108,7 +115,6 @@ def tokens_per_epoch(lab: LabConfig, slots: int = 1) -> int:
 
 @functools.lru_cache(maxsize=64)
 def _epoch_tokens(lab: LabConfig) -> int:
-    from metareason.format import LabFormat
     fmt = LabFormat()
     total = 0
     for r in lab_records(lab, "train"):
@@ -124,8 +130,6 @@ def epoch_steps(lab: LabConfig, epochs: float, *, slots: int = 1, batch_size: in
 
 
 def _sft(budget: Budget, seed: int, lab: LabConfig, epochs: float, init: str = "", **kw):
-    from metareason.train.sft import SFTConfig
-    from metareason.train.state import OptimizerConfig
     steps = epoch_steps(lab, epochs, slots=kw.get("slots_per_question", 1))
     return SFTConfig(out=Path("run"), model="lab-fast", init=init, steps=steps, batch_size=BATCH, seq_len=SEQ_LEN,
                      optimizer=OptimizerConfig(lr=3e-3), eval_every=0, checkpoint_every=200, final_eval=False,
@@ -134,9 +138,6 @@ def _sft(budget: Budget, seed: int, lab: LabConfig, epochs: float, init: str = "
 
 def _grpo(budget: Budget, seed: int, lab: LabConfig, steps: int, lr: float, *, update_n: int = 0,
           group: int = GROUP, per_step: int = QUESTIONS_PER_STEP):
-    from metareason.train.grpo import GRPOLossConfig
-    from metareason.train.rl import GRPOConfig
-    from metareason.train.state import OptimizerConfig
     if budget.scale < 0.5:  # smoke: the whole path in minutes (numbers meaningless): small groups, short rollouts
         group, per_step, update_n = min(group, 4), min(per_step, 2), min(update_n, 4)
     return GRPOConfig(out=Path("run"), init="", lab=lab, steps=steps, questions_per_step=min(per_step, lab.train_size),
@@ -207,8 +208,6 @@ def _train_unit(key: str, cfg, init_key: str = "", lr_from: tuple[str, ...] = ()
     needs = ((init_key,) if init_key else ()) + lr_from
 
     def run(folder: Path, inputs: Mapping[str, dict]) -> dict:
-        from metareason.train.rl import train_grpo
-        from metareason.train.sft import SFTConfig, train_sft
         c = dataclasses.replace(cfg, out=folder / "run", resume=True,
                                 init=inputs[init_key]["run"] if init_key else cfg.init)
         extra = {}
@@ -225,7 +224,6 @@ def _train_unit(key: str, cfg, init_key: str = "", lr_from: tuple[str, ...] = ()
 
 def per_question(rows: Sequence[dict], ks: Sequence[int]) -> dict:
     """Per-question Pass@k and mG-Pass@k (float lists, one per question) of samples.jsonl rows."""
-    from metareason.evaluate.passk import mg_pass_at_k, pass_at_k
     n = np.asarray([len(r["correct"]) for r in rows])
     c = np.asarray([sum(r["correct"]) for r in rows])
     out = {"ids": [str(r.get("id", i)) for i, r in enumerate(rows)], "families": [r.get("family", "") for r in rows],
@@ -243,7 +241,6 @@ def _eval_unit(budget: Budget, key: str, model_key: str, lab: LabConfig, split: 
                 "max_new_tokens": _max_new(budget, MAX_NEW_TOKENS)}
 
     def run(folder: Path, inputs: Mapping[str, dict]) -> dict:
-        from metareason.evaluate.run import EvalConfig, run_eval
         rows = []
         by = {}
         for r in lab_records(lab, split):
@@ -461,7 +458,6 @@ def _summarise_e11(budget, raws, figures):
     for n in E11_NS:
         var[n], reps[n] = across_seed_variance(pooled(raws, f"grpo-n{n}", seeds, f"pass@{k}"))
     d = reps[max(E11_NS)] - reps[min(E11_NS)]  # the same seed/question draws (same rng seed): paired
-    from metareason.stats import Interval
     d = d[np.isfinite(d)]
     iv = (Interval(var[max(E11_NS)] - var[min(E11_NS)], float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975)),
                    len(seeds), 0.95, "two-level bootstrap") if d.size else None)
@@ -471,35 +467,41 @@ def _summarise_e11(budget, raws, figures):
     return [better, stable]
 
 
+def _paired(measure: str, a: str, b: str, *, where: str = "", over: str = "") -> str:
+    """A claim's measure text: `measure` of arm `a` minus arm `b` (`where`: on which questions),
+    paired over questions, two-level bootstrap (`over`: " over seeds x questions" when spelled out)."""
+    return f"{measure} of {a} minus {b}{where}, paired, two-level bootstrap{over}"
+
+
 E6 = Experiment("E6", "SFT on short vs long trajectories vs zero-RL GRPO, equal epochs", (
     Claim("E6a", "SFT on long trajectories beats SFT on short ones", "AIME24 Pass@8 36.69 vs 20.34",
-          "Pass@8 of sft-long minus sft-short, paired, two-level bootstrap over seeds x questions", 1),
+          _paired("Pass@8", "sft-long", "sft-short", over=" over seeds x questions"), 1),
     Claim("E6b", "Zero-RL GRPO beats SFT on short trajectories in Pass@8", "27.37 vs 20.34",
-          "Pass@8 of grpo-zero minus sft-short, paired, two-level bootstrap", 1),
+          _paired("Pass@8", "grpo-zero", "sft-short"), 1),
     Claim("E6c", "Zero-RL GRPO has the lowest mG-Pass@8 (below SFT-short)", "4.08 vs 7.43",
-          "mG-Pass@8 of grpo-zero minus sft-short, paired, two-level bootstrap", -1)),
+          _paired("mG-Pass@8", "grpo-zero", "sft-short"), -1)),
     _e6_units, _summarise_e6)
 E7 = Experiment("E7", "SFT then GRPO vs zero-RL GRPO (and vs SFT alone)", (
     Claim("E7a", "SFT->GRPO beats zero-RL GRPO in Pass@8", "35.87 vs 27.37 (+31%)",
-          "Pass@8 of sft-long-grpo minus grpo-zero, paired, two-level bootstrap", 1),
+          _paired("Pass@8", "sft-long-grpo", "grpo-zero"), 1),
     Claim("E7b", "SFT->GRPO beats zero-RL GRPO in mG-Pass@8", "11.23 vs 4.08 (+175%)",
-          "mG-Pass@8 of sft-long-grpo minus grpo-zero, paired, two-level bootstrap", 1),
+          _paired("mG-Pass@8", "sft-long-grpo", "grpo-zero"), 1),
     Claim("E7c", "GRPO after SFT improves on the SFT model", "not a number of the paper (our second view)",
-          "Pass@8 of sft-long-grpo minus sft-long, paired, two-level bootstrap", 1)),
+          _paired("Pass@8", "sft-long-grpo", "sft-long"), 1)),
     _e6_units, _summarise_e7)
 E9 = Experiment("E9", "Training on some families helps within and across families", (
     Claim("E9a", "Trained families improve over the base", "AIME24 / LiveMathBench gains",
-          "Pass@8 of sft-long-fams minus base-all on the trained families, paired, two-level bootstrap", 1),
+          _paired("Pass@8", "sft-long-fams", "base-all", where=" on the trained families"), 1),
     Claim("E9b", "Other families improve over the base", "GPQA / LiveCodeBench gains",
-          "Pass@8 of sft-long-fams minus base-all on the other families, paired, two-level bootstrap", 1)),
+          _paired("Pass@8", "sft-long-fams", "base-all", where=" on the other families"), 1)),
     _e9_units, _summarise_e9)
 E10 = Experiment("E10", "More distinct trajectories per question at equal training frequency", (
     Claim("E10a", "More trajectories per question -> better", "accuracy rises with k (1..32)",
-          f"Pass@8 of k={max(E10_KS)} minus k={min(E10_KS)}, paired, two-level bootstrap", 1),), _e10_units,
+          _paired("Pass@8", f"k={max(E10_KS)}", f"k={min(E10_KS)}"), 1),), _e10_units,
     _summarise_e10)
 E11 = Experiment("E11", "More rollouts in the GRPO update -> better and stabler", (
     Claim("E11a", "More rollouts in the update -> better", "n in {1..16}",
-          f"Pass@8 of update_n={max(E11_NS)} minus update_n={min(E11_NS)}, paired, two-level bootstrap", 1),
+          _paired("Pass@8", f"update_n={max(E11_NS)}", f"update_n={min(E11_NS)}"), 1),
     Claim("E11b", "More rollouts in the update -> stabler", "training curves",
           f"across-seed variance of Pass@8 at n={max(E11_NS)} minus at n={min(E11_NS)}, bootstrap over "
           "seeds x questions", -1)), _e11_units, _summarise_e11)

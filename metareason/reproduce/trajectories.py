@@ -28,9 +28,12 @@ import numpy as np
 
 from metareason.probe import analysis, figures as probe_figures
 from metareason.probe.inputs import examples_from_records, probe_examples, trajectory_cuts
+from metareason.probe.report import lab_trajectories
 from metareason.reproduce.base import Budget, Claim, ClaimResult, Experiment, Unit, verdict
 from metareason.reproduce.models import lab_model
+from metareason.runs import load
 from metareason.stats import Interval, bootstrap_interval, rate_interval
+from metareason.tasks.lab import lab_records
 from metareason.tasks.styles import reflection_events
 
 __all__ = ["E2", "E3", "E5", "EXPERIMENTS", "TWIN_STYLE", "MIN_OWN_INCORRECT", "MAX_ROUNDS", "CHANCE_ACCURACY",
@@ -78,8 +81,6 @@ def probe_unit(budget: Budget, seed: int, *, twin_style: str = TWIN_STYLE) -> Un
                 "min_incorrect": _min_incorrect(budget), "max_rounds": MAX_ROUNDS, "seed": seed, "every": 1}
 
     def run(folder: Path, inputs: Mapping[str, dict]) -> dict:
-        from metareason.runs import load
-
         model = load(inputs[model_key]["run"])
         return collect(model, questions=budget.probe_questions, samples=budget.samples, twin_style=twin_style,
                        min_incorrect=_min_incorrect(budget), seed=seed)
@@ -98,9 +99,6 @@ def collect(model: Any, *, questions: int, samples: int, twin_style: str = TWIN_
     float[T + 1] L-hat after k = 0..T trajectory tokens (nats), "cut": answer-leak cut, "events":
     reflection events or null}]}, "sampled": samples drawn, "sampled_correct", "twin_style"}.
     Own samples probed: at most `questions` correct and max(questions, min_incorrect) incorrect."""
-    from metareason.probe.report import lab_trajectories
-    from metareason.tasks.lab import lab_records
-
     if twin_style != TWIN_STYLE:
         raise ValueError(f"unknown twin style {twin_style!r} (known: {TWIN_STYLE})")
     if model.kind != "lab" or model.lab is None:

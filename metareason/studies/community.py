@@ -41,11 +41,13 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import jax
 import numpy as np
+import tokenizers
 
 from metareason.evaluate.passk import mg_pass_at_k, pass_at_k
 from metareason.evaluate.run import EvalConfig, run_eval
-from metareason.model import ModelConfig
+from metareason.model import ModelConfig, init, save_hf_checkpoint
 from metareason.probe.analysis import trend
 from metareason.probe.run import ProbeConfig, probe_fingerprint, run_probe
 from metareason.runs import data_identity, fingerprint, load, open_output
@@ -53,7 +55,8 @@ from metareason.runs.provenance import PROVENANCE, differences
 from metareason.stats import Interval, bootstrap_interval, mean_interval, paired_difference, rate_interval
 
 __all__ = ["PARADIGMS", "ModelEntry", "CommunityError", "check_models", "compare_models", "model_summary",
-           "probe_summary", "paradigm_difference", "per_question_pass", "write_random_hf_model", "main"]
+           "probe_summary", "paradigm_difference", "per_question_pass", "write_bpe_tokenizer", "write_random_hf_model",
+           "main"]
 
 PARADIGMS = ("off-policy", "on-policy", "base")
 """Training paradigms a model can be labelled with (off-policy: SFT / distillation on others'
@@ -244,9 +247,9 @@ def _table(res: dict) -> str:
 
 
 def _figure(res: dict, path: Path) -> Path:
-    import matplotlib
+    import matplotlib  # matplotlib: only when drawing
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib: only when drawing
 
     k = max(res["settings"]["ks"])
     colours = {"off-policy": "tab:blue", "on-policy": "tab:orange", "base": "tab:gray"}
@@ -265,7 +268,7 @@ def _figure(res: dict, path: Path) -> Path:
             ax.bar(i, scale * iv["mean"], yerr=err, color=colours[r["paradigm"]], capsize=3)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
         ax.set_ylabel(what)
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch  # matplotlib: only when drawing
     present = [p for p in PARADIGMS if any(r["paradigm"] == p for r in res["models"].values())]
     axes[0].legend([Patch(color=colours[p]) for p in present], present, fontsize=7)
     fig.suptitle("community models by training paradigm (E8, Fig 4)")
@@ -342,32 +345,40 @@ _CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ m
            "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
+def write_bpe_tokenizer(folder: str | Path, corpus: Sequence[str], *, vocab_size: int = 300,
+                        specials: Sequence[str] = tuple(_SPECIALS), chat_template: str = _CHATML,
+                        bos_token: str | None = None) -> Path:
+    """A byte-level BPE tokenizer trained on `corpus` (no hub access; at most `vocab_size` tokens,
+    `specials` first) written to `folder` (created if missing) as tokenizer.json plus a
+    tokenizer_config.json with `chat_template`, `bos_token`, eos "<|im_end|>" and pad
+    "<|endoftext|>". Returns `folder` (absolute)."""
+    folder = Path(folder).absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    byte_level = tokenizers.pre_tokenizers.ByteLevel
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token=None))
+    tok.pre_tokenizer = byte_level(add_prefix_space=False)
+    tok.decoder = tokenizers.decoders.ByteLevel()
+    tok.train_from_iterator(list(corpus), tokenizers.trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(specials), initial_alphabet=byte_level.alphabet()))
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "chat_template": chat_template, "bos_token": bos_token,
+        "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}))
+    return folder
+
+
 def write_random_hf_model(folder: str | Path, corpus: Sequence[str], *, seed: int = 0, vocab_size: int = 300,
                           hidden_size: int = 32, num_layers: int = 2, max_position_embeddings: int = 1024) -> Path:
     """A random tiny Qwen2 written as a Hugging Face folder (config.json, model.safetensors, a
     byte-level BPE tokenizer.json trained on `corpus` with ChatML specials, tokenizer_config.json
-    with a ChatML template): a stand-in for a community model (weights `init(config, key(seed))`).
-    `folder` must not exist. Returns it (absolute)."""
-    import jax
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    from metareason.model import init, save_hf_checkpoint
-
+    with a ChatML template; `write_bpe_tokenizer`): a stand-in for a community model (weights
+    `init(config, key(seed))`). `folder` must not exist. Returns it (absolute)."""
     folder = Path(folder).absolute()
     config = ModelConfig(family="qwen2", vocab_size=vocab_size, hidden_size=hidden_size,
                          intermediate_size=2 * hidden_size, num_layers=num_layers, num_heads=4, num_kv_heads=2,
                          max_position_embeddings=max_position_embeddings)
     save_hf_checkpoint(folder, config, init(config, jax.random.key(seed)))
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(list(corpus) + ["\\boxed{0123456789}"], trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok.save(str(folder / "tokenizer.json"))
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "chat_template": _CHATML, "bos_token": None,
-        "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}))
-    return folder
+    return write_bpe_tokenizer(folder, list(corpus) + ["\\boxed{0123456789}"], vocab_size=vocab_size)
 
 
 # ---------------------------------------------------------------------------------------- command line

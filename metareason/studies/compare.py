@@ -30,9 +30,18 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
+from tqdm.auto import tqdm
 
+from metareason.data.named import is_lab_spec, named_records
 from metareason.errors import ConfigError, check_int, flag_name
+from metareason.inner import SUBSETS, ExampleError, implicit_trajectory, question_descent
+from metareason.probe.figures import _plt, _save
+from metareason.probe.inputs import examples_from_records
+from metareason.probe.loss import ProbeError
+from metareason.probe.run import hf_groups
+from metareason.runs import data_identity, fingerprint, load, model_identity, open_output
 from metareason.stats import mean_interval
+from metareason.studies.prop21 import prop21_on_model
 
 __all__ = ["CompareConfig", "run_compare", "compare_fingerprint", "summarise", "CLAIMS"]
 
@@ -81,7 +90,6 @@ class CompareConfig:
 def compare_fingerprint(cfg: CompareConfig, model) -> dict:
     """What the rows of compare.jsonl depend on (`metareason.runs.fingerprint`): the model, the
     data and every setting but `out` / `overwrite`; a folder is resumed only for an equal one."""
-    from metareason.runs import data_identity, fingerprint, model_identity
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("model", "data", "out", "overwrite")}
     return fingerprint("compare", model=model_identity(model), data=data_identity(cfg.data), settings=settings)
 
@@ -89,9 +97,6 @@ def compare_fingerprint(cfg: CompareConfig, model) -> dict:
 def _groups(cfg: CompareConfig, model) -> dict[str, list[dict]]:
     """Trajectory groups {name: records with one generation each} of a `metareason.LoadedModel`,
     from `--data` as probe and eval read it (`metareason.data.named`: lab:SPLIT[:FAM], champ, files)."""
-    from metareason.data.named import is_lab_spec, named_records
-    from metareason.probe.loss import ProbeError
-    from metareason.probe.run import hf_groups
     if model.kind == "lab":
         if not is_lab_spec(cfg.data):
             raise ProbeError("a lab model compares on lab data only (--data lab or lab:SPLIT[:FAMILY,...])")
@@ -109,9 +114,6 @@ def _trim(example, max_tokens: int):
 
 
 def _row(params, config, example, cfg: CompareConfig) -> dict[str, Any]:
-    from metareason.inner import implicit_trajectory, question_descent
-    from metareason.studies.prop21 import prop21_on_model
-
     T = len(example.trajectory)
     ks = np.unique(np.r_[np.arange(0, T + 1, cfg.every), T])
     imp = implicit_trajectory(params, example, ks, config=config)
@@ -179,7 +181,6 @@ def summarise(rows_by_group: dict[str, list[dict]], *, steps: int) -> dict[str, 
 
 
 def _figures(rows_by_group: dict[str, list[dict]], out: Path, steps: int, max_tokens: int) -> dict[str, str]:
-    from metareason.probe.figures import _plt, _save
     plt = _plt()
     figs = {}
     colors = dict(zip(rows_by_group, ["C0", "C3", "C2", "C1"]))
@@ -287,12 +288,6 @@ def _write_summary(res: dict, out: Path) -> None:
 def run_compare(cfg: CompareConfig, *, model=None) -> dict[str, Any]:
     """Runs a. to c. for every trajectory (resuming from out/compare.jsonl) and writes the
     figures, out/results.json and out/summary.md. Returns the results dict."""
-    from tqdm.auto import tqdm
-
-    from metareason.inner import SUBSETS, ExampleError
-    from metareason.probe.inputs import examples_from_records
-    from metareason.runs import load, open_output
-
     if cfg.max_questions < 1 or cfg.every < 1 or cfg.steps < 1 or cfg.max_tokens < 1:
         raise ExampleError("max_questions, every, steps and max_tokens must be >= 1")
     if cfg.subset not in SUBSETS:

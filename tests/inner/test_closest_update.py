@@ -14,8 +14,7 @@ from metareason.inner.closest import closest_cosine, closest_in_family
 from metareason.inner.implicit import closest_update, implicit_trajectory, implicit_update, patch
 from metareason.model import apply
 from metareason.model.transformer import mlp_activations
-from metareason.probe.inputs import Example
-from reference import TINY, random_params
+from reference import TINY, random_example, random_params
 
 
 def _cos(x, v):
@@ -110,14 +109,6 @@ def test_degenerate_cases():
     assert np.isnan(closest_cosine(1.0, 1.0, 0.0, 0.0).cos)
 
 
-def _example(config, rng, P=6, T=14, A=6, scored=(2, 5)):
-    targets = np.zeros(A, bool)
-    targets[scored[0]:scored[1]] = True
-    v = config.vocab_size
-    return Example(rng.integers(0, v, P).astype(np.int32), rng.integers(0, v, T).astype(np.int32),
-                   rng.integers(0, v, A).astype(np.int32), targets, ("word",) * T, {})
-
-
 @pytest.mark.slow
 def test_tiny_model_against_brute_force():
     """float64 (so the large null-space terms keep exactness to rounding): the family built
@@ -125,7 +116,7 @@ def test_tiny_model_against_brute_force():
     with jax.enable_x64(True):
         config = dataclasses.replace(TINY["qwen2"], param_dtype="float64", compute_dtype="float64")
         params = random_params(config, seed=3)
-        ex = _example(config, np.random.default_rng(0))
+        ex = random_example(config, np.random.default_rng(0))
         k, q = 14, len(ex.prompt)
         pos = q + np.flatnonzero(ex.targets) - 1
         base = np.concatenate([ex.prompt, ex.probe])[None]

@@ -11,16 +11,7 @@ import pytest
 from metareason.inner.implicit import ImplicitError, implicit_trajectory, implicit_update, patch
 from metareason.model import apply
 from metareason.probe import ProbeBatch, answer_loss_per_prefix
-from metareason.probe.inputs import Example
-from reference import TINY, random_params
-
-
-def random_example(config, rng, P=6, T=14, A=6, scored=(2, 5)):
-    targets = np.zeros(A, bool)
-    targets[scored[0]:scored[1]] = True
-    v = config.vocab_size
-    return Example(rng.integers(0, v, P).astype(np.int32), rng.integers(0, v, T).astype(np.int32),
-                   rng.integers(0, v, A).astype(np.int32), targets, ("word",) * T, {})
+from reference import TINY, random_example, random_params
 
 
 def literal(params, config, ex, k):
