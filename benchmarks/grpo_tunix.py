@@ -66,9 +66,13 @@ MODELS = {
 }
 
 
-def model_config(name: str) -> ModelConfig:
+def model_config(name: str, scan_unroll: int = 1) -> ModelConfig:
+    """`scan_unroll` (ours only; 0: the number of layers, as the lab presets of
+    `metareason.model.presets` set it) unrolls our layer scan: XLA:CPU's backward pass through the
+    rolled scan slices and restacks every layer's residuals and transposes them, which costs the
+    update ~20% on the small shape (Tunix's model loops over its layers in Python)."""
     return ModelConfig(family="qwen2", rope_theta=10000.0, tie_word_embeddings=False, max_position_embeddings=2048,
-                       **MODELS[name])
+                       **MODELS[name], scan_unroll=scan_unroll or MODELS[name]["num_layers"])
 
 
 def reward_of(ids, vocab: int) -> float:
@@ -266,6 +270,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps each (compile)")
     ap.add_argument("--repeats", type=int, default=5, help="timed steps each, alternating ours / Tunix")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scan-unroll", type=int, default=1,
+                    help="our layer scan's unroll (ModelConfig.scan_unroll; 0: all layers, as the lab presets)")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args(argv)
     if a.questions % a.minibatches:
@@ -277,7 +283,7 @@ def main(argv=None) -> dict:
         return {}
     from reference import random_params
 
-    config = model_config(a.model)
+    config = model_config(a.model, a.scan_unroll)
     params = random_params(config, seed=a.seed)
     rng = np.random.RandomState(a.seed + 1)
     prompts = [list(map(int, rng.randint(0, config.vocab_size, a.prompt))) for _ in range(a.questions)]
@@ -301,7 +307,7 @@ def main(argv=None) -> dict:
     tokens = a.questions * a.group * a.new
     result = dict(machine_info(), loadavg_before=load_before, model=a.model, params=config.num_params(), settings={
         k: getattr(a, k) for k in ("questions", "group", "prompt", "new", "epochs", "minibatches", "kl", "clip", "lr",
-                                   "warmup", "repeats")}, rollout_tokens_per_step=tokens, setup_s=setup)
+                                   "warmup", "repeats", "scan_unroll")}, rollout_tokens_per_step=tokens, setup_s=setup)
     for name in rows:
         steps = [r["step_s"] for r in rows[name]]
         rolls = [r["rollout_s"] for r in rows[name]]
@@ -321,7 +327,8 @@ def main(argv=None) -> dict:
                           "epochs x minibatches updates) and its sampler call, both learners end to end")
 
     print(f"\nGRPO step, {a.model} Qwen2 ({config.num_params():,} params), Q={a.questions} G={a.group} "
-          f"prompt={a.prompt} N={a.new} epochs={a.epochs} minibatches={a.minibatches}, {jax.default_backend()}, "
+          f"prompt={a.prompt} N={a.new} epochs={a.epochs} minibatches={a.minibatches} "
+          f"scan_unroll={config.scan_unroll}, {jax.default_backend()}, "
           f"{a.repeats} alternating repeats, load average {load_before} before, {result['loadavg']} after")
     print(f"{'':8s}{'step s':>10s}{'rollout s':>11s}{'rollout tok/s':>15s}{'rest s':>10s}{'first step s':>14s}")
     for name in rows:
