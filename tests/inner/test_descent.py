@@ -55,7 +55,7 @@ def direct_losses(params, config, ex):
     return ans, traj
 
 
-@pytest.mark.parametrize("subset", ["all", "mlp"])
+@pytest.mark.parametrize("subset", [pytest.param("all", marks=pytest.mark.slow), "mlp"])  # "all": ~25 s more
 def test_question_descent_losses_and_subset(subset):
     config = TINY["qwen2"]
     params = random_params(config, seed=2)

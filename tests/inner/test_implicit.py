@@ -105,6 +105,7 @@ def test_trajectory_statistics_match_direct_computation():
     assert res["cos_cumulative_layer"].shape == (5, config.num_layers)
 
 
+@pytest.mark.slow  # ~50 s (trains); the patched-model logit tests run by default
 def test_a_trained_lab_models_blocks(tmp_path):
     from metareason.probe.inputs import LabCodec
     from metareason.tasks.lab import lab_records

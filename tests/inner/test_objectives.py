@@ -86,6 +86,7 @@ def test_padding_changes_no_loss_and_prepare_many_stacks():
         prepare_many([], config)
 
 
+@pytest.mark.slow  # ~65 s; test_meta.py's mean-over-tasks test runs by default
 def test_meta_step_with_a_query_loss_equals_a_loop_over_tasks():
     """Eq 8: support = the trajectory loss, query = the answer loss, through make_meta_step."""
     config = TINY["qwen2"]

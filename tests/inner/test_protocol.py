@@ -31,6 +31,7 @@ def example(config, rng, P, T, A):
                    rng.integers(0, v, A).astype(np.int32), targets, ("w",) * T, {})
 
 
+@pytest.mark.slow  # ~80 s; the adapters' finite-difference meta-gradient tests cover the protocol by default
 def test_second_order_meta_gradient_through_any_causal_lm_equals_finite_differences():
     """jit + grad through 3 inner SGD steps on the trajectory loss, query = the answer loss,
     vmapped over 2 tasks of different lengths. float32: the central difference at eps = 0.03

@@ -32,6 +32,7 @@ def _sft(out, mesh, **kw):
     sft.train_sft(cfg)
 
 
+@pytest.mark.slow  # ~30 s; test_multihost trains, checkpoints and resumes by default
 def test_sft_on_meshes_and_resume_on_another(tmp_path, capsys):
     _sft(tmp_path / "one", "")
     # on the mesh, also the long-sequence numerics (chunked attention and loss, remat): same losses
