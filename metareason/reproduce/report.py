@@ -56,6 +56,28 @@ def format_measured(measured: Mapping[str, Any] | None) -> str:
     return f"{_num(measured['mean'])} [{_num(measured['low'])}, {_num(measured['high'])}]"
 
 
+def _is_interval(v: Any) -> bool:
+    return isinstance(v, Mapping) and {"mean", "low", "high"} <= set(v)
+
+
+def extra_lines(extra: Mapping[str, Any], indent: str = "  ") -> list[str]:
+    """A claim's extra numbers as nested markdown bullets: intervals as "m [low, high] (n, method)",
+    numbers to 3 significant digits, long lists shortened."""
+    out = []
+    for key, v in extra.items():
+        if _is_interval(v):
+            out.append(f"{indent}- {key}: {format_measured(v)} (n {v.get('n', '?')}, {v.get('method', '')})")
+        elif isinstance(v, Mapping):
+            out += [f"{indent}- {key}:"] + extra_lines(v, indent + "  ")
+        elif isinstance(v, float):
+            out.append(f"{indent}- {key}: {_num(v)}")
+        elif isinstance(v, (list, tuple)) and len(v) > 8:
+            out.append(f"{indent}- {key}: {_cell(json.dumps(list(v[:8]), default=str))[:-1]}, ... ({len(v)} values)]")
+        else:
+            out.append(f"{indent}- {key}: {_cell(json.dumps(v, default=str))}")
+    return out
+
+
 def _cell(text: Any) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
@@ -105,8 +127,8 @@ def report_markdown(report: Mapping[str, Any]) -> str:
             text += [f"![{name}]({fig})", ""]
         for c in claims:
             text.append(f"- **{c['id']}** ({c['verdict'] if c.get('status') == 'measured' else c.get('status')}): "
-                        f"{_cell(c['measure'])}; direction {c['direction']:+d}"
-                        + (f"; {_cell(json.dumps(c['extra'], default=str))}" if c.get("extra") else ""))
+                        f"{_cell(c['measure'])}; direction {c['direction']:+d}")
+            text += extra_lines(c.get("extra") or {})
         units = report["units"]
         if exp["units"]:
             text += ["", "Units: " + ", ".join(

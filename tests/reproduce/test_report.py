@@ -54,7 +54,7 @@ def test_write_report_md_and_json(tmp_path):
     assert md == tmp_path / "report.md"
     assert "Command: `metareason reproduce --budget lab --only E7,E2 --out OUT`" in text
     assert "Wall time: 90.0 min" in text and "**Failed:** lab-model/seed-1: RuntimeError: x" in text
-    assert "![E7](figures/e7.png)" in text and '"pass8": [0.5, 0.62]' in text
+    assert "![E7](figures/e7.png)" in text and "  - pass8: [0.5, 0.62]" in text
     assert "`sft/seed-0` (ran, 50.0 min)" in text
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["claims"][0]["measured"]["mean"] == 0.1234 and saved["machine"] == MACHINE
@@ -88,3 +88,12 @@ def test_experiments_md_and_benchmarks_table(tmp_path):
     assert table[4] == "| E2 | 1 | 12 s | 0 s | 12 s |"
     assert table[5] == "| E7 | 1 | 50.0 min | 30 s | 50.5 min |"
     assert table[6] == "| all (wall clock of this invocation) | 2 | | | 90.0 min |"
+
+
+def test_extra_lines_format_intervals_numbers_and_nesting():
+    from metareason.reproduce.report import extra_lines
+
+    lines = extra_lines({"d": {"mean": 0.25, "low": 0.1, "high": 0.4, "n": 96, "method": "two-level bootstrap"},
+                         "acc": {"think": 0.29166, "no_think": 0.03125}, "xs": list(range(10)), "s": "a|b"})
+    assert lines == ["  - d: 0.25 [0.1, 0.4] (n 96, two-level bootstrap)", "  - acc:", "    - think: 0.292",
+                     "    - no_think: 0.0312", "  - xs: [0, 1, 2, 3, 4, 5, 6, 7, ... (10 values)]", '  - s: "a\\|b"']
