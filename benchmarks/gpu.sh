@@ -19,30 +19,8 @@
 #   grpo_tunix      the GRPO step vs Tunix's GRPO learner: only where google-tunix imports (the GPU
 #                   image has none: skipped with a line; on the CPU it runs from .ci-tunix)
 set -uo pipefail
-out=${1:?usage: bash benchmarks/gpu.sh OUTDIR}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1
-python=${PYTHON:-python3}
-budget=${BUDGET_S:-480}
-start=$SECONDS
-
-# row NAME LIMIT_S CMD...: one benchmark under `timeout` (cut to what is left of the budget),
-# its output teed to OUTDIR/NAME.log; a row that fails or times out does not stop the others.
-row() {
-  local name=$1 limit=$2
-  shift 2
-  local left=$((budget - (SECONDS - start)))
-  if ((left < 30)); then
-    echo "== $name: skipped (the ${budget} s budget is spent)" | tee -a "$out/skipped.txt"
-    return
-  fi
-  ((limit > left)) && limit=$left
-  echo "== $name (limit ${limit} s, $((SECONDS - start)) s into the run)"
-  timeout "$limit" "$@" 2>&1 | tee "$out/$name.log"
-  echo "== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start)) s"
-}
+# shellcheck source=benchmarks/rows.sh
+source "$(dirname "$0")/rows.sh"  # OUTDIR, cd to the root, $python, the budget, row()
 
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,driver_version --format=csv | tee "$out/nvidia-smi.txt"
 "$python" -c "import jax, torch, transformers; print('jax', jax.__version__, jax.devices(), 'torch', torch.__version__, 'transformers', transformers.__version__)"

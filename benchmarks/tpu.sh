@@ -19,28 +19,8 @@
 # script picks "auto" (the model's per-backend default) if that name exists, else "splash" if it
 # exists, else "xla", and records the choice in OUTDIR/attention_impl.txt.
 set -uo pipefail
-out=${1:?usage: bash benchmarks/tpu.sh OUTDIR}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1
-python=${PYTHON:-python3}
-budget=${BUDGET_S:-480}
-start=$SECONDS
-
-row() {  # row NAME LIMIT_S CMD...: as in gpu.sh
-  local name=$1 limit=$2
-  shift 2
-  local left=$((budget - (SECONDS - start)))
-  if ((left < 30)); then
-    echo "== $name: skipped (the ${budget} s budget is spent)" | tee -a "$out/skipped.txt"
-    return
-  fi
-  ((limit > left)) && limit=$left
-  echo "== $name (limit ${limit} s, $((SECONDS - start)) s into the run)"
-  timeout "$limit" "$@" 2>&1 | tee "$out/$name.log"
-  echo "== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start)) s"
-}
+# shellcheck source=benchmarks/rows.sh
+source "$(dirname "$0")/rows.sh"  # OUTDIR, cd to the root, $python, the budget, row()
 
 "$python" -c "import jax; print('jax', jax.__version__, jax.devices())" | tee "$out/devices.txt"
 kind=$("$python" -c "import jax; print(jax.devices()[0].device_kind)")
