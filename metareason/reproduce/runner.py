@@ -7,18 +7,21 @@ Layout of OUT:
     provenance.json      the command and the budget (`open_output`: another budget is refused)
     reproduce.json       the budget and every unit's settings with their digest
     work/<key>/          each unit's folder (a unit may resume there after an interruption)
-    raw/<key>.json       each finished unit's result: {"key", "settings", "digest", "seconds", "raw"},
+    raw/<key>.json       each finished unit's result: {"key", "settings", "digest", "id", "needs" (the
+                         id of each need's record it read), "finished", "seconds", "raw"},
                          written atomically (temp file + rename)
+    superseded/<time>/   raw/ and work/ of units moved away by --supersede, with superseded.json
     figures/             the experiments' PNGs
     report.md, report.json
 
 Before anything runs: the units of the selected experiments are collected (one key listed with two
 different settings: error naming both experiments), ordered by `needs` (a need no selected
 experiment lists: error) and checked against raw/: a finished unit with the same settings is
-skipped (never rerun), one with other settings is refused (one line naming the unit and the
-differing setting; nothing runs, nothing is written). A unit that raises is recorded, the units
-that do not need it still run, and its experiments' claims are reported "not measured". Budget
-"full" runs nothing: the report lists the full-scale commands of experiments/full_scale.py.
+skipped (never rerun); one with other settings, or computed from a result of a need that has
+changed since (`finished_units`), is refused (one line naming the unit and why; nothing runs,
+nothing is written), or with --supersede moved to superseded/ with its dependents and rerun. A
+unit that raises is recorded, the units that do not need it still run, and its experiments'
+claims are reported "not measured". Budget "full" runs nothing: the report lists the full-scale commands of experiments/full_scale.py.
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import sys
 import time
 import traceback
+import uuid
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -39,7 +44,7 @@ from metareason.reproduce.base import Budget, Claim, ClaimResult, Experiment, Un
 from metareason.reproduce.report import FULL_SCALE_STATUS, NOT_MEASURED, NOT_RUN, write_report
 from metareason.runs.provenance import differences, digest, fingerprint, open_output
 
-__all__ = ["ReproduceConfig", "reproduce", "plan", "select", "check_raws", "full_scale_commands", "run_reproduce"]
+__all__ = ["ReproduceConfig", "reproduce", "plan", "select", "check_raws", "finished_units", "supersede", "full_scale_commands", "run_reproduce"]
 
 
 @dataclasses.dataclass
@@ -56,6 +61,11 @@ class ReproduceConfig:
     """Run nothing: write the report of the units finished so far (an experiment with unfinished
     units is reported as not run yet; rerun without this flag to resume)."""
 
+    supersede: bool = False
+    """Move finished units that can no longer be reused (a changed setting, or computed from a need
+    that changed) and everything depending on them to OUT/superseded/<time>/, then rerun them
+    (default: refuse such a folder with one line)."""
+
     def validate(self) -> None:
         get_budget(self.budget)
 
@@ -67,7 +77,7 @@ def run_reproduce(cfg: ReproduceConfig, *, experiments: Mapping[str, Experiment]
     """Runs `cfg` (the command line's entry); returns the report.md path."""
     cfg.validate()
     return reproduce(get_budget(cfg.budget), cfg.out, only=cfg.names(), experiments=experiments,
-                     report_only=cfg.report_only)
+                     report_only=cfg.report_only, supersede_stale=cfg.supersede)
 
 
 def _json(obj: Any) -> Any:
@@ -142,21 +152,84 @@ def _read_raw(path: Path) -> dict:
     return saved
 
 
-def check_raws(out: Path, units: Sequence[Unit]) -> dict[str, dict]:
-    """{key: saved record} of the units already finished in `out` with the same settings. A finished
-    unit with other settings: ValueError naming the unit and the differing settings."""
-    done: dict[str, dict] = {}
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime if path.is_file() else float("inf")
+
+
+def finished_units(out: Path, units: Sequence[Unit]) -> tuple[dict[str, dict], dict[str, str]]:
+    """({key: saved record} of the units finished in `out` that can be reused, {key: why not} of
+    those finished that cannot). `units` in `plan`'s order (needs first). A finished unit cannot be
+    reused when its settings differ from the unit's, or when it was computed from a result of a
+    need that is stale, gone, or not the one it read (records name the id of each need's record;
+    records written before ids existed fall back to: the need's raw file is newer than its own)."""
+    saved: dict[str, dict] = {}
     for u in units:
         path = _raw_path(out, u.key)
-        if not path.is_file():
+        if path.is_file():
+            saved[u.key] = _read_raw(path)
+    done: dict[str, dict] = {}
+    stale: dict[str, str] = {}
+    for u in units:
+        if u.key not in saved:
             continue
-        saved = _read_raw(path)
-        diff = differences(saved["settings"], _json(u.settings))
-        if diff:
-            raise ValueError(f"unit {u.key} in {out} was run with other settings (differs in: {', '.join(diff)}); "
-                             "choose another --out, or move raw/" + f"{u.key}.json away to rerun it")
-        done[u.key] = saved
+        rec = saved[u.key]
+        diff = differences(rec["settings"], _json(u.settings))
+        why = f"run with other settings (differs in: {', '.join(diff)})" if diff else ""
+        for need in u.needs:
+            if why:
+                break
+            read = rec.get("needs", {}).get(need) if isinstance(rec.get("needs"), dict) else None
+            if need in stale:
+                why = f"computed from {need}, which is stale ({stale[need].split(' (')[0]})"
+            elif need not in done:
+                why = f"computed from a result of {need} that is gone (it will be rerun)"
+            elif read is not None and read != done[need].get("id"):
+                why = f"computed from another result of {need} (rerun since)"
+            elif read is None and _mtime(_raw_path(out, need)) > _mtime(_raw_path(out, u.key)):
+                why = f"older than the result of {need} it was computed from"
+        if why:
+            stale[u.key] = why
+        else:
+            done[u.key] = rec
+    return done, stale
+
+
+def check_raws(out: Path, units: Sequence[Unit]) -> dict[str, dict]:
+    """{key: saved record} of the units already finished in `out` that can be reused. A finished
+    unit that cannot (other settings, or computed from another result of a need: `finished_units`):
+    ValueError naming the first such unit and why."""
+    done, stale = finished_units(out, units)
+    if stale:
+        key, why = next(iter(stale.items()))
+        more = f" (and {len(stale) - 1} more unit(s))" if len(stale) > 1 else ""
+        raise ValueError(f"unit {key} in {out} was {why}{more}; choose another --out, pass --supersede to move "
+                         f"it and what depends on it to {out}/superseded/, or move raw/{key}.json away to rerun it")
     return done
+
+
+def supersede(out: Path, stale: Mapping[str, str], *, say=print) -> Path | None:
+    """Moves the raw results and work folders of the `stale` units (key -> why) of `out` to
+    OUT/superseded/<UTC time>/ (raw/, work/, the figures of the time, superseded.json with the
+    reasons); nothing is deleted. Returns that folder (None when `stale` is empty)."""
+    if not stale:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = out / "superseded" / stamp
+    n = 1
+    while dest.exists():
+        dest, n = out / "superseded" / f"{stamp}-{n}", n + 1
+    for key, why in stale.items():
+        for sub, name in (("raw", f"{key}.json"), ("work", key)):
+            src = out / sub / name
+            if src.exists():
+                target = dest / sub / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                src.rename(target)
+        say(f"reproduce: {key}: {why}; moved to {dest.relative_to(out)}")
+    if (out / "figures").is_dir():
+        shutil.copytree(out / "figures", dest / "figures")
+    _write_atomic(dest / "superseded.json", {"moved_at": stamp, "units": dict(stale)})
+    return dest
 
 
 def _write_atomic(path: Path, obj: Any) -> None:
@@ -212,10 +285,12 @@ def _not_measured(claims: Sequence[Claim], status: str, note: str) -> list[dict]
 
 def reproduce(budget: Budget, out: str | Path, *, only: Sequence[str] = (),
               experiments: Mapping[str, Experiment] | None = None, progress: bool = True,
-              report_only: bool = False) -> Path:
+              report_only: bool = False, supersede_stale: bool = False) -> Path:
     """Runs the experiments `only` names (all when empty) of `experiments` (default: the registry) at
     `budget` into `out` and writes report.md / report.json there; returns the report.md path.
     report_only: run no unit; experiments with unfinished units are reported as not run yet.
+    supersede_stale: finished units that cannot be reused (`finished_units`) are moved to
+    OUT/superseded/<time>/ (`supersede`) and rerun, instead of refusing the folder.
     Failed units are listed under "failed" in report.json (the command line then exits 1)."""
     if experiments is None:
         from metareason.reproduce.registry import experiments as registry
@@ -225,10 +300,14 @@ def reproduce(budget: Budget, out: str | Path, *, only: Sequence[str] = (),
     out = Path(out).absolute()
     full = budget.name == "full"
     units, keys_of = ([], {e.name: [] for e in selected}) if full else plan(selected, budget)
-    done = check_raws(out, units) if out.is_dir() else {}
+    if out.is_dir() and supersede_stale:
+        done, stale = finished_units(out, units)
+    else:
+        done, stale = (check_raws(out, units) if out.is_dir() else {}), {}
     # nothing has been written yet: the folder is opened (or refused) now
     open_output(out, fingerprint("reproduce", settings={"budget": dataclasses.asdict(budget)}), resume=True,
                 overwrite=False, created_by="reproduce")
+    supersede(out, stale, say=lambda m: print(m, file=sys.stderr, flush=True))
     manifest_path = out / "reproduce.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     manifest["budget"] = _json(dataclasses.asdict(budget))
@@ -262,6 +341,8 @@ def reproduce(budget: Budget, out: str | Path, *, only: Sequence[str] = (),
                     raw = u.run(folder, inputs)
                     seconds = time.perf_counter() - t0
                     record = {"key": u.key, "settings": _json(u.settings), "digest": digest(_json(u.settings)),
+                              "id": uuid.uuid4().hex, "needs": {n: done[n].get("id") for n in u.needs},
+                              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                               "seconds": seconds, "raw": _json(raw)}
                     _write_atomic(_raw_path(out, u.key), record)
                     done[u.key] = record

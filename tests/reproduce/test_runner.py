@@ -4,6 +4,7 @@ settings, shared units, --only, needs, failures, budget full, the command line."
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -53,8 +54,8 @@ class Fakes:
                                 note=f"fake {name}") for c in claims]
         return Experiment(name, f"fake {name}", claims, lambda b: units(b), summarise)
 
-    def registry(self):
-        base = lambda b: [self.unit(f"base/seed-{s}", seed=s) for s in b.seeds]  # noqa: E731
+    def registry(self, **base_settings):
+        base = lambda b: [self.unit(f"base/seed-{s}", seed=s, **base_settings) for s in b.seeds]  # noqa: E731
         e1 = self.experiment("E1", "ab", lambda b: base(b) + [
             self.unit(f"e1/seed-{s}", needs=(f"base/seed-{s}",), seed=s, offset=0.5 + s / 10) for s in b.seeds])
         e2 = self.experiment("E2", "a", lambda b: base(b) + [
@@ -127,6 +128,63 @@ def test_a_changed_setting_is_refused_with_nothing_written(tmp_path):
         reproduce(SMOKE, tmp_path / "o", experiments=g.registry(), progress=False)
     assert not g.calls
     assert {p: p.read_bytes() for p in (tmp_path / "o").rglob("*") if p.is_file()} == before
+
+
+def _files(out: Path) -> dict:
+    return {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+def test_a_changed_need_makes_its_dependents_stale_and_supersede_moves_then_reruns_them(tmp_path):
+    f, out = Fakes(), tmp_path / "o"
+    reproduce(SMOKE, out, experiments=f.registry(), progress=False)
+    old_e1 = json.loads((out / "raw" / "e1" / "seed-0.json").read_text())
+    before = _files(out)
+    # base's settings change: base is refused first, and nothing is written
+    with pytest.raises(ValueError, match=r"^unit base/seed-0 in .* other settings \(differs in: offset\) \(and 5 more"
+                                         r" unit\(s\)\); .*--supersede"):
+        reproduce(SMOKE, out, experiments=f.registry(offset=3.0), progress=False)
+    assert _files(out) == before and set(f.calls.values()) == {1}
+    # --supersede: base and every unit computed from it move to superseded/ and rerun; e3 does not
+    reproduce(SMOKE, out, experiments=f.registry(offset=3.0), progress=False, supersede_stale=True)
+    assert {k for k, n in f.calls.items() if n == 2} == {f"{a}/seed-{s}" for a in ("base", "e1", "e2") for s in (0, 1)}
+    assert f.calls["e3/seed-0"] == 1
+    moved = next((out / "superseded").iterdir())
+    assert json.loads((moved / "raw" / "e1" / "seed-0.json").read_text()) == old_e1
+    assert (moved / "work" / "e1" / "seed-0" / "done").is_file()
+    reasons = json.loads((moved / "superseded.json").read_text())["units"]
+    assert reasons["base/seed-0"].startswith("run with other settings (differs in: offset)")
+    assert reasons["e1/seed-0"] == "computed from base/seed-0, which is stale (run with other settings)"
+    new_e1 = json.loads((out / "raw" / "e1" / "seed-0.json").read_text())
+    assert new_e1["raw"]["value"] == pytest.approx(3.0 + 0.5)
+    assert new_e1["needs"] == {"base/seed-0": json.loads((out / "raw" / "base" / "seed-0.json").read_text())["id"]}
+    # a third run reuses everything
+    reproduce(SMOKE, out, experiments=f.registry(offset=3.0), progress=False)
+    assert max(f.calls.values()) == 2
+
+
+def test_a_need_rerun_or_gone_makes_a_finished_dependent_stale(tmp_path):
+    f, out = Fakes(), tmp_path / "o"
+    reproduce(SMOKE, out, only=("E1",), experiments=f.registry(), progress=False)
+    base0, e10 = out / "raw" / "base" / "seed-0.json", out / "raw" / "e1" / "seed-0.json"
+    rec = json.loads(base0.read_text())
+    # the need's record is another result than the one e1 read (same settings, rerun elsewhere)
+    base0.write_text(json.dumps({**rec, "id": "another"}))
+    with pytest.raises(ValueError, match=r"^unit e1/seed-0 in .* was computed from another result of base/seed-0 "
+                                         r"\(rerun since\); "):
+        reproduce(SMOKE, out, only=("E1",), experiments=f.registry(), progress=False)
+    # a record without ids (written before they existed) older than its need's
+    base0.write_text(json.dumps({k: v for k, v in rec.items() if k != "id"}))
+    legacy = {k: v for k, v in json.loads(e10.read_text()).items() if k not in ("id", "needs")}
+    e10.write_text(json.dumps(legacy))
+    os.utime(e10, (1e9, 1e9))
+    with pytest.raises(ValueError, match=r"^unit e1/seed-0 .* was older than the result of base/seed-0 it was "
+                                         r"computed from; "):
+        reproduce(SMOKE, out, only=("E1",), experiments=f.registry(), progress=False)
+    # the need's result moved away (as the refusal suggests): its dependent cannot be kept
+    base0.rename(tmp_path / "aside.json")
+    with pytest.raises(ValueError, match=r"^unit e1/seed-0 .* computed from a result of base/seed-0 that is gone"):
+        reproduce(SMOKE, out, only=("E1",), experiments=f.registry(), progress=False)
+    assert set(f.calls.values()) == {1}
 
 
 def test_another_budget_in_the_same_folder_is_refused(tmp_path):
