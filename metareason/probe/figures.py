@@ -9,28 +9,30 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["plot_bands", "plot_examples", "plot_token_types", "plot_landscape", "plot_efficiency"]
+__all__ = ["pyplot", "save_figure", "plot_bands", "plot_examples", "plot_token_types", "plot_landscape", "plot_efficiency"]
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (imported only when a figure is drawn)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path) -> Path:
+    """Writes `fig` to the PNG `path` (its folder created; tight layout, 120 dpi), closes it, returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def plot_bands(bands: Mapping[str, dict], path, *, title: str, ylabel: str = "answer NLL (L-hat)") -> Path:
     """Mean curves with confidence bands (from `analysis.mean_band`), one per label."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, b in bands.items():
         if not b["n"]:
@@ -41,7 +43,7 @@ def plot_bands(bands: Mapping[str, dict], path, *, title: str, ylabel: str = "an
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_examples(curves: Sequence[dict], path, *, title: str, alpha: float | None = None,
@@ -49,7 +51,7 @@ def plot_examples(curves: Sequence[dict], path, *, title: str, alpha: float | No
     """Individual L-hat curves against token index, with tokens of the types in `mark` marked."""
     from metareason.probe.analysis import ema
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     markers = {"reflection": "v", "connective": "^", "delimiter": "s"}
     for c in curves:
@@ -66,14 +68,14 @@ def plot_examples(curves: Sequence[dict], path, *, title: str, alpha: float | No
     ax.set_ylabel("answer NLL (L-hat)")
     ax.set_title(title)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_token_types(stats: dict, path, *, title: str = "relative change of L-hat by token type") -> Path:
     """Bars: mean |L_i - L_(i-1)| / L_(i-1) caused by each token type (the paper's statistic, 95%
     CI) with the median marked, from `analysis.token_type_changes`, on a log scale (the mean is
     dominated by tokens after which L-hat is near 0); right: the same at offsets around reflection words."""
-    plt = _plt()
+    plt = pyplot()
     types = [t for t in stats if t not in ("ratio",)]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     means = np.array([stats[t][0][0] for t in types])
@@ -98,13 +100,13 @@ def plot_token_types(stats: dict, path, *, title: str = "relative change of L-ha
         ax2.set_ylabel("relative change of L-hat")
         ax2.set_title("around reflection words")
         ax2.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_landscape(surface: np.ndarray, alphas, betas, path, *, points: np.ndarray | None = None,
                    title: str = "answer-loss landscape (question only)") -> Path:
     """Contours of the surface over (a, b), theta marked, and the placed trajectory path."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     A, B = np.meshgrid(alphas, betas, indexing="ij")
     cs = ax.contourf(A, B, surface, levels=20, cmap="viridis")
@@ -117,12 +119,12 @@ def plot_landscape(surface: np.ndarray, alphas, betas, path, *, points: np.ndarr
     ax.set_ylabel("b (direction 2)")
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_efficiency(rows: Sequence[dict], path, *, title: str = "accuracy at equal thinking tokens") -> Path:
     """Accuracy against mean thinking tokens: the budget-forcing curve, summaries, no thinking."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     bud = [r for r in rows if r["mode"] in ("none", "budget", "full")]
     ax.plot([r["mean_tokens"] for r in bud], [r["accuracy"] for r in bud], marker="o", label="budget forcing")
@@ -137,4 +139,4 @@ def plot_efficiency(rows: Sequence[dict], path, *, title: str = "accuracy at equ
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)

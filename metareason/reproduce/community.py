@@ -32,6 +32,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from metareason.probe.figures import pyplot, save_figure
 from metareason.reproduce.base import Budget, Claim, ClaimResult, Experiment, Unit, verdict
 from metareason.stats import Interval, bootstrap_interval
 from metareason.studies.community import ModelEntry, compare_models, write_random_hf_model
@@ -183,9 +184,7 @@ def _seed_difference(raw: dict, metric: str) -> tuple[list[str], np.ndarray] | N
 
 
 def _figure(per_seed: Sequence[float], pooled: Interval | None, metric: str, path: Path) -> Path:
-    import matplotlib  # matplotlib: only when drawing
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # matplotlib: only when drawing
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(4.5, 3))
     ax.plot(range(len(per_seed)), [100 * d for d in per_seed], "o", label="per seed (mean over questions)")
@@ -200,9 +199,7 @@ def _figure(per_seed: Sequence[float], pooled: Interval | None, metric: str, pat
     ax.set_xlabel("seed")
     ax.legend(fontsize=6)
     ax.set_title("E8: off-policy minus on-policy", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 

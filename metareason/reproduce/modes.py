@@ -25,6 +25,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from metareason.probe.analysis import delimiter_effect
+from metareason.probe.figures import pyplot, save_figure
 from metareason.probe.efficiency import mode_efficiency
 from metareason.reproduce.base import Budget, Claim, ClaimResult, Experiment, Unit, verdict
 from metareason.reproduce.models import TWO_MODE_MIX, lab_model, two_mode_lab
@@ -159,30 +160,19 @@ def summarise_e12(budget: Budget, raws: Mapping[str, dict], figures: Path) -> li
 
 
 def _e4_figure(nll: Mapping[str, np.ndarray], no_delim: np.ndarray, figures: Path) -> str:
-    import matplotlib  # matplotlib: only when drawing
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # matplotlib: only when drawing
-
-    figures.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     labels = ["/no_think", "/think, no </think>", "/think + </think>"]
     values = [nll["no_think"], no_delim, nll["think"]]
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.bar(labels, [v.mean() for v in values], yerr=[v.mean(axis=1).std() for v in values], capsize=4)
     ax.set_ylabel("answer NLL (mean over seeds x questions)")
     ax.set_title("E4: the two modes of one model")
-    fig.tight_layout()
-    path = figures / "e4_modes.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    path = save_figure(fig, figures / "e4_modes.png")
     return str(path.relative_to(figures.parent))
 
 
 def _e12_figure(curve: Sequence[dict], figures: Path) -> str:
-    import matplotlib  # matplotlib: only when drawing
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # matplotlib: only when drawing
-
-    figures.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     budget = [c for c in curve if c["row"].startswith("think@") and c["row"] != "think@summary"]
     xs = [c["mean_tokens"] for c in budget]
@@ -197,10 +187,7 @@ def _e12_figure(curve: Sequence[dict], figures: Path) -> str:
     ax.set_ylabel("accuracy")
     ax.set_title("E12: efficiency at equal token counts")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = figures / "e12_efficiency.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    path = save_figure(fig, figures / "e12_efficiency.png")
     return str(path.relative_to(figures.parent))
 
 

@@ -47,6 +47,7 @@ import numpy as np
 from metareason.evaluate.passk import mg_pass_at_k, pass_at_k
 from metareason.evaluate.run import EvalConfig, run_eval
 from metareason.format import LabFormat
+from metareason.probe.figures import pyplot, save_figure
 from metareason.reproduce.base import Budget, Claim, ClaimResult, Experiment, Unit, verdict
 from metareason.stats import Interval, bootstrap_interval
 from metareason.tasks.lab import LabConfig, lab_records
@@ -356,15 +357,20 @@ def _at_chance(raws, arm, seeds, family: str = "") -> bool:
     return bootstrap_interval(pooled(raws, arm, seeds, "pass@1", family)).low <= CHANCE
 
 
-def _row(claim: Claim, a: np.ndarray, b: np.ndarray, at_chance: bool, note: str, extra=None) -> ClaimResult:
+def _row(claim: Claim, a: np.ndarray, b: np.ndarray, at_chance: bool, note: str, extra=None,
+         figure: str = "") -> ClaimResult:
     iv = paired_interval(a, b)
     chance_note = " A model is at chance (Pass@1 interval includes 0, the guessing rate)." if at_chance else ""
     return ClaimResult(claim, iv, verdict(iv, claim.direction, at_chance=at_chance), n=a.shape[1], seeds=a.shape[0],
-                       note=note + chance_note, extra=dict(extra or {}))
+                       note=note + chance_note, extra=dict(extra or {}), figure=figure)
 
 
 SCALE_NOTE = ("Lab scale: {q} training questions, a few epochs on 2 CPU cores; the paper trains 7B-72B models "
               "on tens of thousands of trajectories.")
+
+TRAINING_ARMS = {"base": "base", "SFT short": "sft-short", "SFT long": "sft-long", "zero-RL GRPO": "grpo-zero",
+                 "SFT long -> GRPO": "sft-long-grpo"}
+"""The arms of E6 and E7 (figure label -> arm), drawn in one figure (figures/e6_e7_arms.png)."""
 
 
 def _summarise_e6(budget, raws, figures):
@@ -380,14 +386,15 @@ def _summarise_e6(budget, raws, figures):
     view = {"equal": f"{SFT_EPOCHS} epochs over the same questions", "trained_tokens": tokens,
             "steps": {a: cfg[a].steps for a in tokens}}
     note += f" Equal epochs; the arms' trained tokens differ (equal-tokens view in extra: {tokens})."
+    fig = arms_figure(raws, TRAINING_ARMS, seeds, budget.ks, k, figures, "e6_e7_arms", "E6/E7: training arms")
     return [_row(c[0], P("sft-long", f"pass@{k}"), P("sft-short", f"pass@{k}"), chance("sft-long", "sft-short"), note,
-                 view),
+                 view, fig),
             _row(c[1], P("grpo-zero", f"pass@{k}"), P("sft-short", f"pass@{k}"), chance("grpo-zero", "sft-short"),
                  note + " Zero-RL explores only through the base's small long-trajectory prior (BASE_MIX); it made "
                  f"{grpo_passes(arm_configs(budget, seeds[0])['grpo-zero']):.2f} passes over the questions, the "
-                 f"SFT arms {SFT_EPOCHS}."),
+                 f"SFT arms {SFT_EPOCHS}.", figure=fig),
             _row(c[2], P("grpo-zero", f"mg-pass@{k}"), P("sft-short", f"mg-pass@{k}"),
-                 chance("grpo-zero", "sft-short"), note)]
+                 chance("grpo-zero", "sft-short"), note, figure=fig)]
 
 
 def _summarise_e7(budget, raws, figures):
@@ -400,18 +407,20 @@ def _summarise_e7(budget, raws, figures):
             "fit 2 cores), at the lr chosen on validation.")
     lr = raws.get(f"train/sft-long-grpo/seed-{seeds[0]}", {}).get("lr")
     c = E7.claims
+    fig = arms_figure(raws, TRAINING_ARMS, seeds, budget.ks, k, figures, "e6_e7_arms", "E6/E7: training arms")
     return [_row(c[0], P("sft-long-grpo", f"pass@{k}"), P("grpo-zero", f"pass@{k}"), ch("sft-long-grpo", "grpo-zero"),
-                 note, {"lr": lr}),
+                 note, {"lr": lr}, fig),
             _row(c[1], P("sft-long-grpo", f"mg-pass@{k}"), P("grpo-zero", f"mg-pass@{k}"),
-                 ch("sft-long-grpo", "grpo-zero"), note, {"lr": lr}),
+                 ch("sft-long-grpo", "grpo-zero"), note, {"lr": lr}, fig),
             _row(c[2], P("sft-long-grpo", f"pass@{k}"), P("sft-long", f"pass@{k}"), ch("sft-long-grpo", "sft-long"),
-                 note + " Small-pool GRPO often degrades its SFT start at lab scale.", {"lr": lr})]
+                 note + " Small-pool GRPO often degrades its SFT start at lab scale.", {"lr": lr}, fig)]
 
 
 def _summarise_e9(budget, raws, figures):
     k, seeds = _main_k(budget), budget.seeds
     out = []
     per_family = {}
+    fig = families_figure(raws, seeds, k, figures)
     for fam in ALL_FAMILIES:
         a, b = (pooled(raws, arm, seeds, f"pass@{k}", fam) for arm in ("sft-long-fams", "base-all"))
         per_family[fam] = paired_interval(a, b).as_dict() | {"base": bootstrap_interval(b).as_dict()}
@@ -420,7 +429,7 @@ def _summarise_e9(budget, raws, figures):
         b = np.concatenate([pooled(raws, "base-all", seeds, f"pass@{k}", f) for f in fams], axis=1)
         chance = any(_at_chance(raws, "sft-long-fams", seeds, f) for f in fams)
         out.append(_row(claim, a, b, chance, "Per family (with the base's starting point) in extra; one family "
-                        "can carry the whole gain.", {"per_family": per_family}))
+                        "can carry the whole gain.", {"per_family": per_family}, fig))
     return out
 
 
@@ -429,8 +438,10 @@ def _summarise_e10(budget, raws, figures):
     lo, hi = f"k{min(E10_KS)}", f"k{max(E10_KS)}"
     arms = {f"k{x}": bootstrap_interval(pooled(raws, f"k{x}", seeds, "pass@1")).as_dict() for x in E10_KS}
     a, b = pooled(raws, hi, seeds, f"pass@{k}"), pooled(raws, lo, seeds, f"pass@{k}")
+    fig = arms_figure(raws, {f"k={x} trajectories": f"k{x}" for x in E10_KS}, seeds, budget.ks, k, figures,
+                      "e10_trajectories", "E10: distinct trajectories per question")
     return [_row(E10.claims[0], a, b, _at_chance(raws, hi, seeds) or _at_chance(raws, lo, seeds),
-                 f"{E10_QUESTIONS} questions at lab scale, equal slots per question.", {"pass@1": arms})]
+                 f"{E10_QUESTIONS} questions at lab scale, equal slots per question.", {"pass@1": arms}, fig)]
 
 
 def across_seed_variance(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, np.ndarray]:
@@ -451,8 +462,11 @@ def _summarise_e11(budget, raws, figures):
     k, seeds = _main_k(budget), budget.seeds
     lo, hi = f"grpo-n{min(E11_NS)}", f"grpo-n{max(E11_NS)}"
     note = "GRPO on a small question pool at lab scale can degrade its SFT start; 'better' may mean 'degrades less'."
+    fig = arms_figure(raws, ({"SFT long (start)": "sft-long"} if f"eval/sft-long/seed-{seeds[0]}" in raws else {})
+                      | {f"update_n={n}": f"grpo-n{n}" for n in E11_NS}, seeds, budget.ks, k, figures, "e11_update_n",
+                      "E11: rollouts in the GRPO update")
     better = _row(E11.claims[0], pooled(raws, hi, seeds, f"pass@{k}"), pooled(raws, lo, seeds, f"pass@{k}"),
-                  _at_chance(raws, hi, seeds), note)
+                  _at_chance(raws, hi, seeds), note, figure=fig)
     var = {}
     reps = {}
     for n in E11_NS:
@@ -463,8 +477,60 @@ def _summarise_e11(budget, raws, figures):
                    len(seeds), 0.95, "two-level bootstrap") if d.size else None)
     stable = ClaimResult(E11.claims[1], iv, verdict(iv, E11.claims[1].direction), n=better.n, seeds=len(seeds),
                          note=f"Variance of the per-seed mean Pass@{k} across {len(seeds)} seeds (few seeds: wide).",
-                         extra={"variance": {str(n): v for n, v in var.items()}})
+                         extra={"variance": {str(n): v for n, v in var.items()}}, figure=fig)
     return [better, stable]
+
+
+# ----- figures -----------------------------------------------------------------------------------
+
+def arms_figure(raws: Mapping[str, dict], arms: Mapping[str, str], seeds: Sequence[int], ks: Sequence[int],
+                main_k: int, figures: Path | None, name: str, title: str) -> str:
+    """Pass@k and mG-Pass@k against k (95% two-level bootstrap intervals over seeds x questions),
+    and each seed's mean Pass@main_k (the training variance), of `arms` (label -> arm) as
+    figures/NAME.png; returns its path relative to the report ("" when `figures` is None)."""
+    if figures is None:
+        return ""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for j, (label, arm) in enumerate(arms.items()):
+        for ax, metric in zip(axes[:2], ("pass", "mg-pass")):
+            ivs = [bootstrap_interval(pooled(raws, arm, seeds, f"{metric}@{k}")) for k in ks]
+            est = np.array([100 * iv.estimate for iv in ivs])
+            err = np.array([[100 * (iv.estimate - iv.low) for iv in ivs], [100 * (iv.high - iv.estimate) for iv in ivs]])
+            ax.errorbar(np.asarray(ks) * (1 + 0.03 * (j - len(arms) / 2)), est, yerr=err, marker="o", capsize=3,
+                        label=label)
+        per_seed = pooled(raws, arm, seeds, f"pass@{main_k}").mean(axis=1)
+        axes[2].plot([j] * len(per_seed), 100 * per_seed, "o", alpha=0.7)
+    for ax, metric in zip(axes[:2], ("Pass", "mG-Pass")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(ks), [str(k) for k in ks])
+        ax.set_xlabel("k")
+        ax.set_ylabel(f"{metric}@k (%)")
+    axes[0].legend(fontsize=7)
+    axes[2].set_xticks(range(len(arms)), list(arms), rotation=30, ha="right", fontsize=7)
+    axes[2].set_ylabel(f"Pass@{main_k} per seed (%)")
+    fig.suptitle(f"{title} ({len(seeds)} seeds; 95% two-level bootstrap intervals)", fontsize=10)
+    return str(save_figure(fig, Path(figures) / f"{name}.png").relative_to(Path(figures).parent))
+
+
+def families_figure(raws: Mapping[str, dict], seeds: Sequence[int], k: int, figures: Path | None) -> str:
+    """E9: Pass@k of the base and of SFT on TRAINED_FAMILIES, per family, with 95% intervals, as
+    figures/e9_families.png ("" when `figures` is None)."""
+    if figures is None:
+        return ""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for j, arm in enumerate(("base-all", "sft-long-fams")):
+        ivs = [bootstrap_interval(pooled(raws, arm, seeds, f"pass@{k}", f)) for f in ALL_FAMILIES]
+        ax.bar(np.arange(len(ALL_FAMILIES)) + 0.4 * (j - 0.5), [100 * iv.estimate for iv in ivs], width=0.4,
+               yerr=[[100 * (iv.estimate - iv.low) for iv in ivs], [100 * (iv.high - iv.estimate) for iv in ivs]],
+               capsize=3, label=arm)
+    ax.set_xticks(range(len(ALL_FAMILIES)),
+                  [f + (" (trained)" if f in TRAINED_FAMILIES else "") for f in ALL_FAMILIES], fontsize=8)
+    ax.set_ylabel(f"Pass@{k} (%)")
+    ax.legend(fontsize=7)
+    ax.set_title(f"E9: per family ({len(seeds)} seeds; 95% two-level bootstrap)", fontsize=10)
+    return str(save_figure(fig, Path(figures) / "e9_families.png").relative_to(Path(figures).parent))
 
 
 def _paired(measure: str, a: str, b: str, *, where: str = "", over: str = "") -> str:

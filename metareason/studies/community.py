@@ -48,6 +48,7 @@ import tokenizers
 from metareason.evaluate.passk import mg_pass_at_k, pass_at_k
 from metareason.evaluate.run import EvalConfig, run_eval
 from metareason.model import ModelConfig, init, save_hf_checkpoint
+from metareason.probe.figures import pyplot, save_figure
 from metareason.probe.analysis import trend
 from metareason.probe.run import ProbeConfig, probe_fingerprint, run_probe
 from metareason.runs import data_identity, fingerprint, load, open_output
@@ -247,9 +248,7 @@ def _table(res: dict) -> str:
 
 
 def _figure(res: dict, path: Path) -> Path:
-    import matplotlib  # matplotlib: only when drawing
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # matplotlib: only when drawing
+    plt = pyplot()
 
     k = max(res["settings"]["ks"])
     colours = {"off-policy": "tab:blue", "on-policy": "tab:orange", "base": "tab:gray"}
@@ -272,9 +271,7 @@ def _figure(res: dict, path: Path) -> Path:
     present = [p for p in PARADIGMS if any(r["paradigm"] == p for r in res["models"].values())]
     axes[0].legend([Patch(color=colours[p]) for p in present], present, fontsize=7)
     fig.suptitle("community models by training paradigm (E8, Fig 4)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from metareason.data.named import is_lab_spec, named_records
 from metareason.errors import ConfigError, check_int, flag_name
 from metareason.inner import SUBSETS, ExampleError, implicit_trajectory, question_descent
-from metareason.probe.figures import _plt, _save
+from metareason.probe.figures import pyplot, save_figure
 from metareason.probe.inputs import examples_from_records
 from metareason.probe.loss import ProbeError
 from metareason.probe.run import hf_groups
@@ -181,7 +181,7 @@ def summarise(rows_by_group: dict[str, list[dict]], *, steps: int) -> dict[str, 
 
 
 def _figures(rows_by_group: dict[str, list[dict]], out: Path, steps: int, max_tokens: int) -> dict[str, str]:
-    plt = _plt()
+    plt = pyplot()
     figs = {}
     colors = dict(zip(rows_by_group, ["C0", "C3", "C2", "C1"]))
 
@@ -207,7 +207,7 @@ def _figures(rows_by_group: dict[str, list[dict]], out: Path, steps: int, max_to
     axes[0].set_title(f"first {steps} tokens / steps")
     axes[1].set_title("the whole trajectory")
     axes[0].legend(fontsize=7)
-    figs["loss_vs_steps"] = str(_save(fig, out / "loss_vs_steps.png"))
+    figs["loss_vs_steps"] = str(save_figure(fig, out / "loss_vs_steps.png"))
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for name, rows in rows_by_group.items():
@@ -228,7 +228,7 @@ def _figures(rows_by_group: dict[str, list[dict]], out: Path, steps: int, max_to
     for ax in axes:
         ax.set_xlabel("trajectory tokens k")
         ax.legend(fontsize=7)
-    figs["implicit_vs_gradient"] = str(_save(fig, out / "implicit_vs_gradient.png"))
+    figs["implicit_vs_gradient"] = str(save_figure(fig, out / "implicit_vs_gradient.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, rows in rows_by_group.items():
@@ -239,7 +239,7 @@ def _figures(rows_by_group: dict[str, list[dict]], out: Path, steps: int, max_to
     ax.set_xlabel("layer")
     ax.set_ylabel("cosine of dW(whole trajectory) with -grad L")
     ax.legend()
-    figs["cosine_by_layer"] = str(_save(fig, out / "cosine_by_layer.png"))
+    figs["cosine_by_layer"] = str(save_figure(fig, out / "cosine_by_layer.png"))
     return figs
 
 

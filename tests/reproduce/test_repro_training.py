@@ -169,3 +169,17 @@ def test_e10_configs_build_k_distinct_training_trajectories():
     train = list(lab_records(lab, "train"))
     assert all(len(set(r["generations"])) == len(r["generations"]) == 16 and r["style"] == "long" for r in train)
     assert len(list(lab_records(lab, "test"))) == lab.eval_size
+
+
+def test_training_figures_are_drawn_and_named_by_their_claims(tmp_path):
+    b = dataclasses.replace(BUDGETS["lab"], seeds=(0, 1, 2))
+    figures = tmp_path / "figures"
+    raws = _raws(b, list(T.TRAINING_ARMS.values()) + ["base-all", "sft-long-fams"] + [f"k{k}" for k in T.E10_KS]
+                 + [f"grpo-n{n}" for n in T.E11_NS], {"sft-long": 0.3}, families=T.ALL_FAMILIES, q=40)
+    rows = [r for e in T.EXPERIMENTS for r in e.summarise(b, raws, figures)]
+    named = {r.claim.id: r.figure for r in rows}
+    assert named["E6a"] == named["E7a"] == "figures/e6_e7_arms.png" and named["E9b"] == "figures/e9_families.png"
+    assert named["E10a"] == "figures/e10_trajectories.png" and named["E11b"] == "figures/e11_update_n.png"
+    for path in set(named.values()):
+        assert (tmp_path / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert all(r.figure == "" for e in T.EXPERIMENTS for r in e.summarise(b, raws, None))
