@@ -65,14 +65,20 @@ BASE_MIX = (("long", "", 0.03),)
 """The base model's trajectory prior: 3% of its (otherwise no-thinking) training questions come with
 long trajectories, so zero-RL GRPO has something to explore from."""
 
-TRAIN_QUESTIONS = 1000
-"""Training questions of E6/E7/E9 at the lab budget (times budget.scale at smaller budgets)."""
+TRAIN_QUESTIONS = 10000
+"""Training questions of E6/E7/E11 at the lab budget (times budget.scale at smaller budgets): 3
+epochs of long trajectories are then 2330 SFT steps. The first lab run used 1000 (233 steps): every
+arm stayed near chance (validation Pass@1 0.8-2.1% after SFT-long and the GRPO sweep), so no
+comparison could come out either way. The arith-long preset needs about 2000-2500 steps of 7 x 288
+tokens to pass 50-90% greedy accuracy (BENCHMARKS.md); 10000 questions reach that at equal epochs.
+Chosen before any E6/E7/E11 claim was measured. E9 and E10 keep their smaller sets
+(E9_QUESTIONS, E10_QUESTIONS): their models are near chance, and their notes say so."""
 SFT_EPOCHS = 3
 """Passes over the training questions of every SFT arm (equal epochs, E6)."""
 GRPO_STEPS = 20
 """GRPO steps of the E6/E7 arms at the lab budget (8 questions a step, drawn from the same training
-questions: 160 of the 1000, a sixth of a pass; `grpo_passes`). One full pass is 125 steps, about
-8-30 s each on 2 shared cores: it does not fit the 90-minute lab budget, and the notes say so."""
+questions: 160 of the 10000, 1.6% of a pass; `grpo_passes`). One full pass is 1250 steps, about
+5-10 s each on 2 CPU cores: it does not fit the lab budget, and the notes say so."""
 GRPO_LRS = (3e-5, 1e-4, 3e-4)
 GRPO_SWEEP_STEPS = 8
 E10_KS = (1, 4, 16)
