@@ -16,14 +16,14 @@ from metareason.model.hf import (CheckpointError, hf_state_dict, hf_tensor_names
 from metareason.model.params import (ParamsError, axis_sizes, check_params, flatten, init, param_axes, param_shapes,
                                      split_layers, stack_layers, unflatten)
 from metareason.model.protocol import CausalLM, as_causal_lm, causal_mask
-from metareason.model.transformer import (InputError, ModelOutput, apply, hidden_states, output_logits, rms_norm,
-                                         segment_positions)
+from metareason.model.transformer import (InputError, ModelOutput, apply, hidden_states, output_logits,
+                                         prefill_causal, rms_norm, segment_positions)
 
 __all__ = [
     "ModelConfig", "RopeScaling", "ConfigError", "FAMILIES", "REMAT_POLICIES", "ATTENTION_IMPLS",
     "init", "param_shapes", "param_axes", "axis_sizes", "check_params", "ParamsError", "flatten", "unflatten",
     "split_layers", "stack_layers",
-    "apply", "hidden_states", "output_logits", "ModelOutput", "InputError", "segment_positions", "rms_norm",
+    "apply", "hidden_states", "output_logits", "prefill_causal", "ModelOutput", "InputError", "segment_positions", "rms_norm",
     "KVCache", "init_cache",
     "load_hf_checkpoint", "load_hf_config", "save_hf_checkpoint", "hf_tensor_names", "hf_state_dict", "CheckpointError",
     "CausalLM", "as_causal_lm", "causal_mask", "from_linen", "from_nnx", "AdapterError",

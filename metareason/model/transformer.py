@@ -21,13 +21,13 @@ from jax import lax
 
 from metareason.model.axes import (HIDDEN_AXES, K_CACHE_AXES, LOGITS_AXES, MLP_AXES, QUERY_AXES, V_CACHE_AXES,
                                    constrain)
-from metareason.model.cache import KVCache
+from metareason.model.cache import KVCache, init_cache
 from metareason.model.config import ModelConfig
 from metareason.model.params import check_params
 from metareason.model.rope import apply_rope, inverse_frequencies
 
-__all__ = ["apply", "hidden_states", "output_logits", "ModelOutput", "InputError", "segment_positions", "rms_norm",
-           "attention_block", "mlp", "mlp_activations"]
+__all__ = ["apply", "hidden_states", "output_logits", "prefill_causal", "ModelOutput", "InputError",
+           "segment_positions", "rms_norm", "attention_block", "mlp", "mlp_activations"]
 
 
 class InputError(ValueError):
@@ -356,6 +356,55 @@ def output_logits(params: dict[str, Any], hidden: jax.Array, *, config: ModelCon
     if config.tie_word_embeddings:
         return einsum_acc("...d,vd->...v", h, params["embed_tokens"]["embedding"].astype(cdt))
     return einsum_acc("...d,dv->...v", h, params["lm_head"]["kernel"].astype(cdt))
+
+
+def prefill_causal(params: dict[str, Any], tokens: jax.Array, lengths: jax.Array, *, config: ModelConfig,
+                   max_length: int) -> KVCache:
+    """The KV cache of right-padded prompts in one plain causal pass (mask None): the path every
+    fused kernel takes without building an [S, T] mask (`attention_impl` "cudnn" via `is_causal`,
+    "pallas" stopping at the diagonal, "splash" with its static causal mask).
+
+    Args:
+      tokens: int[B, N], each row's prompt first, then padding.
+      lengths: int[B], each row's real tokens (<= N).
+      max_length: the cache's slots T >= N (the slots after N are left for later tokens).
+
+    Returns:
+      A stacked `KVCache` of T slots at index N: k [L, B, K, Dh, T], v [L, B, K, T, Dh] hold the
+      prompts' keys/values in slots [0, N); segment ids 1 on each row's first lengths[b] slots,
+      0 elsewhere, so later tokens never read a padded slot. Exact for the real tokens: with the
+      padding at the end, a causal query t < lengths[b] never sees a padded key. (`apply` with a
+      cache builds a dense [B, N, T] mask, since S != T there; this runs each layer over a cache
+      of exactly N slots, S == T, and copies it into the first N slots.)"""
+    B, N = np.shape(tokens)
+    if max_length < N:
+        raise InputError(f"max_length {max_length} is below the {N} prompt tokens")
+    if np.shape(lengths) != (B,):
+        raise InputError(f"lengths has shape {np.shape(lengths)}, expected ({B},)")
+    return _prefill_jit(params, jnp.asarray(tokens), jnp.asarray(lengths), config=config, max_length=max_length)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "max_length"))
+def _prefill_jit(params, tokens, lengths, *, config, max_length):
+    B, N = tokens.shape
+    K, Dh = config.num_kv_heads, config.head_dim
+    cdt = jnp.dtype(config.compute_dtype)
+    cache = init_cache(config, B, max_length)
+    positions = jnp.broadcast_to(jnp.arange(N, dtype=jnp.int32), (B, N))
+    inv_freq = inverse_frequencies(config)
+    layers = jax.tree.map(lambda p: p.astype(cdt), params["layers"])
+    split = isinstance(layers, (tuple, list))
+    h = constrain(params["embed_tokens"]["embedding"], (None, None))[tokens].astype(cdt)
+    k_all, v_all = cache.k, cache.v
+    for i in range(config.num_layers):
+        layer = layers[i] if split else jax.tree.map(lambda p: p[i], layers)
+        kv = (jnp.zeros((B, K, Dh, N), k_all.dtype), jnp.zeros((B, K, N, Dh), v_all.dtype))
+        h, (k, v), _ = _layer(config, inv_freq, h, layer, kv, positions, None, 0)
+        k_all = lax.dynamic_update_slice(k_all, k.astype(k_all.dtype)[None], (i, 0, 0, 0, 0))
+        v_all = lax.dynamic_update_slice(v_all, v.astype(v_all.dtype)[None], (i, 0, 0, 0, 0))
+        k_all, v_all = constrain(k_all, K_CACHE_AXES), constrain(v_all, V_CACHE_AXES)
+    seg = (jnp.arange(max_length)[None] < lengths[:, None]).astype(jnp.int32)
+    return KVCache(k=k_all, v=v_all, segment_ids=seg, index=jnp.asarray(N, jnp.int32))
 
 
 def _trunk(params, tokens, positions, mask, segment_ids, cache, *, config, return_intermediates):

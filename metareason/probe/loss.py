@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from metareason.model import KVCache, ModelConfig, apply, hidden_states, init_cache, output_logits
+from metareason.model import KVCache, ModelConfig, apply, hidden_states, init_cache, output_logits, prefill_causal
 from metareason.model.protocol import CausalLM, as_causal_lm, causal_mask
 
 __all__ = ["ProbeBatch", "AnswerLoss", "ProbeError", "METHODS", "answer_loss_along_trajectory",
@@ -210,38 +210,10 @@ def _prefill(params, context, context_lengths, *, config, extra_slots, context_c
 
 
 def _prefill_causal(params, context, context_lengths, *, config, extra_slots):
-    """The context's KV cache in one pass with mask None, i.e. plain causal attention, the path
-    `attention_impl` "cudnn" (`is_causal`), "pallas" (the loop that stops at the diagonal),
-    "splash" (a static causal mask) and "auto" take without building any [S, T] mask.
-
-    context int[B, N] (right-padded), context_lengths int[B] -> KVCache of N + extra_slots slots,
-    index N, segment ids 1 on real tokens. Exact for the real tokens: with the padding at the
-    end, a causal query t < length never sees a padded key, and the probe rows only read keys
-    t < cut <= length. The model's cache path would build a dense [B, N, N + extra] mask (S != T),
-    so this runs its layers itself (`transformer._layer`, as `_trunk` does with a cache) over a
-    per-layer cache of exactly N slots (S == T: the kernels' causal contract), then writes each
-    layer's keys/values into the first N slots of the probe-sized cache."""
-    from metareason.model import transformer as tf
-
-    B, N = context.shape
-    L, K, Dh = config.num_layers, config.num_kv_heads, config.head_dim
-    cdt = jnp.dtype(config.compute_dtype)
-    cache = init_cache(config, B, N + extra_slots)
-    positions = jnp.broadcast_to(jnp.arange(N, dtype=jnp.int32), (B, N))
-    inv_freq = tf.inverse_frequencies(config)
-    layers = jax.tree.map(lambda p: p.astype(cdt), params["layers"])
-    split = isinstance(layers, (tuple, list))
-    h = tf.constrain(params["embed_tokens"]["embedding"], (None, None))[context].astype(cdt)
-    k_all, v_all = cache.k, cache.v
-    for i in range(L):
-        layer = layers[i] if split else jax.tree.map(lambda p: p[i], layers)
-        kv = (jnp.zeros((B, K, Dh, N), k_all.dtype), jnp.zeros((B, K, N, Dh), v_all.dtype))
-        h, (k, v), _ = tf._layer(config, inv_freq, h, layer, kv, positions, None, 0)
-        k_all = lax.dynamic_update_slice(k_all, k.astype(k_all.dtype)[None], (i, 0, 0, 0, 0))
-        v_all = lax.dynamic_update_slice(v_all, v.astype(v_all.dtype)[None], (i, 0, 0, 0, 0))
-        k_all, v_all = tf.constrain(k_all, tf.K_CACHE_AXES), tf.constrain(v_all, tf.V_CACHE_AXES)
-    seg = (jnp.arange(N + extra_slots)[None] < context_lengths[:, None]).astype(jnp.int32)
-    return KVCache(k=k_all, v=v_all, segment_ids=seg, index=jnp.asarray(N, jnp.int32))
+    """The context's KV cache in one plain causal pass (`metareason.model.prefill_causal`), with
+    `extra_slots` slots after it for the probes. context int[B, N] right-padded. Exact for the real
+    tokens: the probe rows only read keys t < cut <= length."""
+    return prefill_causal(params, context, context_lengths, config=config, max_length=context.shape[1] + extra_slots)
 
 
 def _cache_chunk(params, cache: KVCache, cuts, probe, targets, *, config):

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metareason.model import (InputError, ModelConfig, ParamsError, apply, check_params, init_cache, segment_positions,
+from metareason.model import (InputError, ModelConfig, ParamsError, apply, check_params, init_cache, prefill_causal,
+                              segment_positions,
                               split_layers, stack_layers)
 from reference import TINY, random_params
 
@@ -54,6 +55,31 @@ def test_incremental_decoding_with_cache_equals_full_pass(name, chunks, per_laye
     if per_layer:  # and the split weights are the same model without a cache
         np.testing.assert_allclose(apply(run_params, tokens, config=config).logits, full.logits, **TOL)
         chex.assert_trees_all_equal(cache.stacked().split(), cache)  # the layouts convert both ways
+
+
+@pytest.mark.parametrize("name", ["qwen3"])  # its q/k norms touch the cached keys; the probe's tests run the others
+def test_prefill_causal_equals_the_cache_path_on_real_tokens_and_decodes_the_same(name):
+    """One plain causal pass over right-padded prompts (what the fused kernels take) gives the
+    keys/values `apply` writes through a cache, on every real slot; a token decoded after it sees
+    only its own row's real tokens (each row's full pass on prompt + token is the reference)."""
+    config, params = _setup(name)
+    lengths = np.array([9, 5, 1])
+    tokens = _tokens(config, (3, 9)) * (np.arange(9)[None] < lengths[:, None])  # padding after each prompt
+    cache = prefill_causal(params, tokens, lengths, config=config, max_length=12)
+    ref = apply(params, tokens, config=config, cache=init_cache(config, batch_size=3, max_length=12)).cache
+    assert int(cache.index) == 9 and cache.shape == ref.shape
+    for b, n in enumerate(lengths):
+        np.testing.assert_allclose(cache.k[:, b, ..., :n], ref.k[:, b, ..., :n], **TOL)
+        np.testing.assert_allclose(cache.v[:, b, :, :n], ref.v[:, b, :, :n], **TOL)
+    np.testing.assert_array_equal(cache.segment_ids, np.arange(12)[None] < lengths[:, None])
+    nxt = _tokens(config, (3, 1), seed=5)
+    one = apply(params, nxt, config=config, positions=jnp.asarray(lengths)[:, None], segment_ids=jnp.ones((3, 1), int),
+                cache=cache).logits
+    for b, n in enumerate(lengths):
+        row = jnp.concatenate([tokens[b:b + 1, :n], nxt[b:b + 1]], axis=1)
+        np.testing.assert_allclose(one[b, -1], apply(params, row, config=config).logits[0, -1], **TOL)
+    with pytest.raises(InputError, match="max_length 8 is below the 9 prompt tokens"):
+        prefill_causal(params, tokens, lengths, config=config, max_length=8)
 
 
 def test_split_layers_round_trip_and_errors():
