@@ -253,7 +253,7 @@ def summarise(budget: Budget, raws: Mapping[str, dict], figures: Path) -> list[C
     notes.append(f"measured: off minus on policy {metric}; the verdict is on it + {MARGIN} (not worse by more "
                  f"than {100 * MARGIN:.0f} points)")
     return [ClaimResult(CLAIM, diff, result, n=m, seeds=len(diffs), note="; ".join(notes),
-                        figure=fig.name, extra=extra)]
+                        figure=str(fig.relative_to(Path(figures).parent)), extra=extra)]
 
 
 E8 = Experiment(name="E8", title="Community models by training paradigm (Fig 4)", claims=(CLAIM,),

@@ -34,11 +34,11 @@ def test_rule_on_synthetic_raws(tmp_path):
     base = rng.uniform(0.2, 0.8, (3, q))
     raws = {f"e8-community/seed-{s}": _raw([base[s] + 0.01, base[s] - 0.01], [base[s]]) for s in range(3)}
     raws["other/unit"] = {"ignored": True}
-    [r] = e8.summarise(budget, raws, tmp_path)
+    [r] = e8.summarise(budget, raws, tmp_path / "figures")
     # by hand: per question mean(off) - mean(on) = 0 exactly here
     assert r.measured.estimate == pytest.approx(0.0, abs=1e-12)
     assert r.verdict == "supported" and r.n == q and r.seeds == 3
-    assert (tmp_path / r.figure).is_file()
+    assert r.figure == "figures/e8_community.png" and (tmp_path / r.figure).is_file()  # relative to the report
     # off-policy 30 points worse on every question: contradicted
     raws = {f"e8-community/seed-{s}": _raw([base[s] - 0.3], [base[s]]) for s in range(3)}
     [r] = e8.summarise(budget, raws, tmp_path)

@@ -21,6 +21,8 @@ def test_smoke_budget_end_to_end(tmp_path):
                for c in report["claims"])
     text = md.read_text()
     assert all(f"| {i} |" in text for i in ids)
+    figures = {c["figure"] for c in report["claims"] if c["figure"]}  # relative to the report's folder
+    assert figures and all((tmp_path / "smoke" / f).is_file() for f in figures), figures
     if not registered:
         assert "Nothing selected" in text
     # a rerun resumes every unit and reports the same numbers
