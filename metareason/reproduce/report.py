@@ -164,10 +164,12 @@ def _load(report_json: str | Path | Mapping[str, Any]) -> Mapping[str, Any]:
     return report_json if isinstance(report_json, Mapping) else json.loads(Path(report_json).read_text())
 
 
-def write_experiments_md(report_json: str | Path | Mapping[str, Any], path: str | Path) -> Path:
+def write_experiments_md(report_json: str | Path | Mapping[str, Any], path: str | Path,
+                         discussion: str | Path | None = None) -> Path:
     """Writes EXPERIMENTS.md from a report.json (path or dict): a header naming the command and the
-    machine, the claims table, per experiment its figure, and a closing pointer to the superseded
-    single-seed tables (experiments/SUPERSEDED.md). Returns `path`."""
+    machine, the claims table, per experiment its figure, the `discussion` markdown file's text
+    (written by people after the run: the likely reasons for disagreements; marked as such), and a
+    closing pointer to the superseded single-seed tables (experiments/SUPERSEDED.md). Returns `path`."""
     report = _load(report_json)
     path = Path(path)
     # figures are relative to the report's folder; from EXPERIMENTS.md they are under that folder
@@ -186,6 +188,10 @@ def write_experiments_md(report_json: str | Path | Mapping[str, Any], path: str 
         figs = dict.fromkeys(c["figure"] for c in report["claims"] if c.get("experiment") == name and c.get("figure"))
         if figs:
             text += [f"## {name}: {exp['title']}", ""] + [f"![{name}]({Path(where) / fig})" for fig in figs] + [""]
+    if discussion is not None:
+        text += ["## Discussion (written after the run; not generated)", "",
+                 f"From [{Path(discussion).name}]({os.path.relpath(Path(discussion).absolute(), path.absolute().parent)}).",
+                 "", Path(discussion).read_text().strip(), ""]
     text += ["## Superseded", "",
              "The earlier single-seed tables of this file are kept in "
              "[experiments/SUPERSEDED.md](experiments/SUPERSEDED.md); the rows above replace them.", ""]

@@ -84,6 +84,13 @@ def test_experiments_md_and_benchmarks_table(tmp_path):
     assert "| E7a |" in text and "| E2a |" in text and "![E7](figures/e7.png)" in text
     assert text.rstrip().splitlines()[-1].endswith("the rows above replace them.")
     assert "## Superseded" in text and "experiments/SUPERSEDED.md" in text
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "discussion.md").write_text("E7a disagrees: GRPO made 20 steps.\n")
+    text = write_experiments_md(tmp_path / "report.json", tmp_path / "EXPERIMENTS.md",
+                                discussion=tmp_path / "notes" / "discussion.md").read_text()
+    head, tail = text.split("## Discussion (written after the run; not generated)")
+    assert "| E7a |" in head and "From [discussion.md](notes/discussion.md)." in tail
+    assert tail.index("E7a disagrees: GRPO made 20 steps.") < tail.index("## Superseded")
     table = benchmarks_table(tmp_path / "report.json").splitlines()
     assert table[4] == "| E2 | 1 | 12 s | 0 s | 12 s |"
     assert table[5] == "| E7 | 1 | 50.0 min | 30 s | 50.5 min |"
