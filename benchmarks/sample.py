@@ -101,42 +101,13 @@ def bandwidth_bound(config: ModelConfig, batch: int, prompt: int, new: int, band
     return batch * bandwidth / (config.num_params() * nbytes + kv)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    ap.add_argument("--batch", type=int)
-    ap.add_argument("--prompt", type=int)
-    ap.add_argument("--new", type=int)
-    ap.add_argument("--temperature", type=float, default=0.0)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--bandwidth", type=float, help="HBM bytes/s (GPU; default from the device name)")
-    ap.add_argument("--out", type=Path)
-    a = ap.parse_args()
-    p = PRESETS[a.preset]
-    config, B, P, N = p["config"], a.batch or p["batch"], a.prompt or p["prompt"], a.new or p["new"]
-    backend = jax.default_backend()
-    params = init(config, jax.random.key(0))
-    prompts = np.array(jax.random.randint(jax.random.key(1), (B, P), 0, config.vocab_size), np.int32)
-    lengths = np.full(B, P, np.int32)
-    sampling = SamplingConfig(temperature=a.temperature, max_new_tokens=N)
-    key = jax.random.key(2)
-
-    def ours():
-        return jax.block_until_ready(generate(params, prompts, lengths, config=config, sampling=sampling, key=key))
-
-    t0 = time.perf_counter()
-    out = ours()
-    compile_s = time.perf_counter() - t0
-    sec = best_of(ours, a.repeats)
-    ours_tokens = np.asarray(out.tokens)
-    assert (np.asarray(out.lengths) == N).all()
-    result = {"preset": a.preset, "backend": backend, "device": str(jax.devices()[0].device_kind),
-              "cpu_count": os.cpu_count(), "machine": platform.machine(), "jax": jax.__version__,
-              "params": config.num_params(), "dtype": config.compute_dtype, "batch": B, "prompt": P, "new_tokens": N,
-              "temperature": a.temperature,
-              "ours": {"seconds": sec, "tokens_per_s": B * N / sec, "compile_s": compile_s - sec}}
-    print(f"ours: {B * N / sec:,.0f} tokens/s ({sec:.2f} s per batch; first call {compile_s:.1f} s)", flush=True)
-
+def reference(a, config, params, prompts, ours_tokens, sec: float, backend: str) -> dict:
+    """transformers' `generate` on the same prompts (CUDA on a GPU, else the CPU at its default and
+    at 1 torch thread, the faster counted): its timing, the ratio, and on greedy runs how many rows
+    and tokens equal ours."""
+    B, P = prompts.shape
+    N = ours_tokens.shape[1]
+    result = {}
     import torch
     import transformers
 
@@ -180,18 +151,62 @@ def main():
     print(f"ratio ours / transformers: {tsec / sec:.1f}x" + (
         f"; greedy rows identical: {result['rows_identical']:.2f}, tokens: {result['tokens_identical']:.3f}"
         if a.temperature == 0 else ""))
-    if backend == "gpu":
-        bw = a.bandwidth or next((v for k, v in BANDWIDTH.items() if k in result["device"]), BANDWIDTH["H100"])
+    return result
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    ap.add_argument("--batch", type=int)
+    ap.add_argument("--prompt", type=int)
+    ap.add_argument("--new", type=int)
+    ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--bandwidth", type=float, help="HBM bytes/s (default on a GPU: from the device name; on another "
+                    "accelerator the bound is computed only when this is given)")
+    ap.add_argument("--no-reference", action="store_true", help="skip transformers (no peer on a TPU)")
+    ap.add_argument("--out", type=Path)
+    a = ap.parse_args()
+    p = PRESETS[a.preset]
+    config, B, P, N = p["config"], a.batch or p["batch"], a.prompt or p["prompt"], a.new or p["new"]
+    backend = jax.default_backend()
+    params = init(config, jax.random.key(0))
+    prompts = np.array(jax.random.randint(jax.random.key(1), (B, P), 0, config.vocab_size), np.int32)
+    lengths = np.full(B, P, np.int32)
+    sampling = SamplingConfig(temperature=a.temperature, max_new_tokens=N)
+    key = jax.random.key(2)
+
+    def ours():
+        return jax.block_until_ready(generate(params, prompts, lengths, config=config, sampling=sampling, key=key))
+
+    t0 = time.perf_counter()
+    out = ours()
+    compile_s = time.perf_counter() - t0
+    sec = best_of(ours, a.repeats)
+    ours_tokens = np.asarray(out.tokens)
+    assert (np.asarray(out.lengths) == N).all()
+    result = {"preset": a.preset, "backend": backend, "device": str(jax.devices()[0].device_kind),
+              "cpu_count": os.cpu_count(), "machine": platform.machine(), "jax": jax.__version__,
+              "params": config.num_params(), "dtype": config.compute_dtype, "batch": B, "prompt": P, "new_tokens": N,
+              "temperature": a.temperature,
+              "ours": {"seconds": sec, "tokens_per_s": B * N / sec, "compile_s": compile_s - sec}}
+    print(f"ours: {B * N / sec:,.0f} tokens/s ({sec:.2f} s per batch; first call {compile_s:.1f} s)", flush=True)
+
+    if not a.no_reference:
+        result.update(reference(a, config, params, prompts, ours_tokens, sec, backend))
+    bw = a.bandwidth or (next((v for k, v in BANDWIDTH.items() if k in result["device"]), BANDWIDTH["H100"])
+                         if backend == "gpu" else None)
+    if bw:
         bound = bandwidth_bound(config, B, P, N, bw)
         result["bandwidth_bytes_per_s"] = bw
         result["bandwidth_bound_tokens_per_s"] = bound
         result["ours"]["fraction_of_bandwidth_bound"] = B * N / sec / bound
         print(f"memory-bandwidth bound {bound:,.0f} tokens/s; ours reaches {B * N / sec / bound:.0%}")
-    if backend == "cpu":
+    if backend == "cpu" and not a.no_reference:
         # the compute bound: what the ratio's target asks of this CPU's matmuls
         flops = decode_step_flops(config, B, P + N - 1)
         for r in (2, 5):
-            need = flops * N / (tsec / r) / 1e9
+            need = flops * N / (result["transformers"]["seconds"] / r) / 1e9
             result[f"gflops_needed_for_{r}x"] = need
         shape = (B, config.hidden_size, config.intermediate_size)
         result["decode_step_flops"] = flops

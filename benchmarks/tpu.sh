@@ -2,17 +2,14 @@
 # The twin of benchmarks/gpu.sh for a Cloud TPU VM (one host; jax[tpu] installed): the same rows,
 # each under its own time limit within one budget (8 minutes), JSON and logs to OUTDIR, then ONE
 # summary table (benchmarks/summary.py, with the chip's HBM bandwidth so decoding rows get their
-# fraction of the memory-bandwidth bound: sample.py computes that bound only on a GPU).
+# fraction of the memory-bandwidth bound; sample.py also gets it as --bandwidth).
 #
 #   bash benchmarks/tpu.sh OUTDIR       # PYTHON=..., BUDGET_S=480, HBM_BW=bytes/s, PEAK_TFLOPS=...
 #
 # Not yet run on a TPU (no TPU has been lent); the commands are ready.
 #
 # The peer: transformers (torch) has no TPU backend here, so on a TPU VM it would run on the host
-# CPU, which is not a peer for a TPU and would eat the budget: probe.py, train_step.py and forward.py
-# run with --no-reference; sample.py gets --no-reference if it has the flag (it had none when this
-# was written: then its transformers peer runs on the host CPU, slowly at the 1.5B shape, and a row
-# that hits its time limit writes no JSON; sample.py needs that flag before a TPU run).
+# CPU, which is not a peer for a TPU and would eat the budget: every row runs with --no-reference.
 #
 # attention_impl: which kernel the probe and the SFT step use on a TPU is TBD by the kernels work
 # (issue 19 item 1: splash attention for the probe's block mask and packing's segment ids). The
@@ -41,11 +38,12 @@ print(next(i for i in ('auto', 'splash', 'xla') if i in A))")
 echo "$impl" >"$out/attention_impl.txt"
 peak_flag=()
 [[ $peak != 0 ]] && peak_flag=(--peak-tflops "$peak")
-noref=()
-grep -q -- "--no-reference" benchmarks/sample.py && noref=(--no-reference)
+bw_flag=()
+[[ $bw != 0 ]] && bw_flag=(--bandwidth "$bw")
 
 sample() {  # sample NAME BATCH LIMIT
-  row "$1" "$3" "$python" benchmarks/sample.py --preset qwen2-1.5b --batch "$2" --repeats 1 "${noref[@]}" \
+  row "$1" "$3" "$python" benchmarks/sample.py --preset qwen2-1.5b --batch "$2" --repeats 1 --no-reference \
+    "${bw_flag[@]}" \
     --out "$out/sample_qwen2-1.5b_b$2_tpu.json"
 }
 
@@ -68,6 +66,4 @@ else
 fi
 
 echo "== summary ($((SECONDS - start)) s)"
-bw_flag=()
-[[ $bw != 0 ]] && bw_flag=(--bandwidth "$bw")
 "$python" benchmarks/summary.py "${bw_flag[@]}" "$out" | tee "$out/summary.txt"
