@@ -18,19 +18,17 @@ per-question difference, bootstrapped the same way. The lab's questions are the 
     E10 k distinct trajectories per question, k in E10_KS, at equal training frequency (slots).
     E11 GRPO from sft-long with update_n in E11_NS of a group of 16; stability = across-seed variance.
 
-Time of the "lab" budget on 2 CPU cores. Measured here at smoke size with the 2 cores shared by
-about 7 processes (load average 8): an SFT step (8 x 256 tokens, lab-fast) 0.5 s plus about 10 s of
-start; a GRPO step (8 questions x 8 rollouts, a barely trained model writing to the 256-token cap)
-about 35 s; one evaluation of 32 questions x 32 samples about 65 s; the smoke unit train/k1/seed-0
-(20 SFT steps) 42 s. Lab step counts (seed 0): base 33, sft-short 64, sft-long 231, grpo-zero and
-sft-long-grpo 20, lr sweep 3 x 8 (seed 0 only), base-all 67, sft-long-fams 162, k1/k4/k16 121 each,
-grpo-n1/n4/n16 12 each. At those loaded rates, 3 seeds: E6+E7 about 115 min, E9 33, E10 20, E11 74
-(beyond the arms it shares with E6): about 240 min. With the 2 cores to itself (about 3-4x faster
-than at load 8) and a trained model stopping its rollouts at about 140 tokens, the estimate is about
-60-80 min; NOT yet measured as one run. GRPO dominates: if the lab run exceeds 90 min, cut E11 to
-update_n (1, 16) before anything else. The paper's scale (an epoch of tens of thousands of questions,
-GRPO for hundreds of steps over the whole training set) does not fit 2 cores: GRPO here makes a
-sixth of a pass over the training questions, and E6/E7's notes say so.
+Time of the "lab" budget on 2 CPU cores, measured in the second lab run (2026-12-03; BENCHMARKS.md
+has the whole table). Step counts per seed: base 384, sft-short 639, sft-long 2330 SFT steps
+(8 x 256 tokens), grpo-zero and sft-long-grpo 20 GRPO steps, the lr sweep 3 x 8 (first seed only),
+grpo-n1/n16 12; base-all 67, sft-long-fams 162, k1/k4/k16 121 (E9/E10, first run's settings).
+Unit times with the 2 cores to itself / shared with the probe experiments' run: sft-long 508 s /
+715 s, base 157 s / 188 s, sft-short 174 s / 297 s, a 20-step GRPO arm of a trained model (rollouts
+stop at about 130 tokens) 102-106 s / 195-206 s, one evaluation of 32 questions x 32 samples 7-24 s.
+E6+E7+E11 at 3 seeds: about 70 min alone (the sum of those unit times; the run shared the cores).
+The paper's scale (an epoch of tens of thousands of questions, GRPO for hundreds of steps over the
+whole training set) does not fit 2 cores: GRPO here sees 1.6% of the training questions once, and
+E6/E7's notes say so.
 """
 
 from __future__ import annotations
