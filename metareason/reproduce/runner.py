@@ -6,7 +6,8 @@ writes one report.
 Layout of OUT:
     provenance.json      the command and the budget (`open_output`: another budget is refused)
     reproduce.json       the budget and every unit's settings with their digest
-    work/<key>/          each unit's folder (a unit may resume there after an interruption)
+    work/<key>/          each unit's folder (a unit may resume there after an interruption), with
+                         .unit.json: the settings digest and need ids it was started with
     raw/<key>.json       each finished unit's result: {"key", "settings", "digest", "id", "needs" (the
                          id of each need's record it read), "finished", "seconds", "raw"},
                          written atomically (temp file + rename)
@@ -44,7 +45,8 @@ from metareason.reproduce.base import Budget, Claim, ClaimResult, Experiment, Un
 from metareason.reproduce.report import FULL_SCALE_STATUS, NOT_MEASURED, NOT_RUN, write_report
 from metareason.runs.provenance import differences, digest, fingerprint, open_output
 
-__all__ = ["ReproduceConfig", "reproduce", "plan", "select", "check_raws", "finished_units", "supersede", "full_scale_commands", "run_reproduce"]
+__all__ = ["ReproduceConfig", "reproduce", "plan", "select", "check_raws", "finished_units", "supersede", "UNIT_MARK",
+           "full_scale_commands", "run_reproduce"]
 
 
 @dataclasses.dataclass
@@ -142,6 +144,20 @@ def _raw_path(out: Path, key: str) -> Path:
     return out / "raw" / f"{key}.json"
 
 
+UNIT_MARK = ".unit.json"
+"""Written into work/<key>/ when a unit starts: its settings' digest and the ids of the need records
+it read, so an unfinished unit whose settings or needs changed since is caught before it resumes."""
+
+
+def _read_mark(out: Path, key: str) -> dict | None:
+    path = out / "work" / key / UNIT_MARK
+    try:
+        mark = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return mark if isinstance(mark, dict) else None
+
+
 def _read_raw(path: Path) -> dict:
     try:
         saved = json.loads(path.read_text())
@@ -161,7 +177,9 @@ def finished_units(out: Path, units: Sequence[Unit]) -> tuple[dict[str, dict], d
     those finished that cannot). `units` in `plan`'s order (needs first). A finished unit cannot be
     reused when its settings differ from the unit's, or when it was computed from a result of a
     need that is stale, gone, or not the one it read (records name the id of each need's record;
-    records written before ids existed fall back to: the need's raw file is newer than its own)."""
+    records written before ids existed fall back to: the need's raw file is newer than its own). An
+    unfinished unit (no record; its work folder's UNIT_MARK) cannot resume when it was started with
+    other settings or from another result of a need; it is listed with the stale ones."""
     saved: dict[str, dict] = {}
     for u in units:
         path = _raw_path(out, u.key)
@@ -171,6 +189,15 @@ def finished_units(out: Path, units: Sequence[Unit]) -> tuple[dict[str, dict], d
     stale: dict[str, str] = {}
     for u in units:
         if u.key not in saved:
+            mark = _read_mark(out, u.key)  # an unfinished unit's work folder
+            if mark is not None:
+                why = ("started with other settings (its work folder is unfinished)"
+                       if mark.get("digest") != digest(_json(u.settings)) else "")
+                for need, read in (mark.get("needs") or {}).items():
+                    if not why and need in u.needs and (need not in done or read != done[need].get("id")):
+                        why = f"started from another result of {need} (its work folder is unfinished)"
+                if why:
+                    stale[u.key] = why
             continue
         rec = saved[u.key]
         diff = differences(rec["settings"], _json(u.settings))
@@ -335,6 +362,8 @@ def reproduce(budget: Budget, out: str | Path, *, only: Sequence[str] = (),
             else:
                 folder = out / "work" / u.key
                 folder.mkdir(parents=True, exist_ok=True)
+                _write_atomic(folder / UNIT_MARK, {"key": u.key, "digest": digest(_json(u.settings)),
+                                                   "needs": {n: done[n].get("id") for n in u.needs}})
                 inputs = {n: (done[n]["raw"]) for n in u.needs}
                 t0 = time.perf_counter()
                 try:

@@ -187,6 +187,32 @@ def test_a_need_rerun_or_gone_makes_a_finished_dependent_stale(tmp_path):
     assert set(f.calls.values()) == {1}
 
 
+def test_an_unfinished_unit_started_with_other_settings_or_needs_is_stale(tmp_path):
+    f, out = Fakes(), tmp_path / "o"
+    f.interrupt = {"e1/seed-0"}
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(SMOKE, out, only=("E1",), experiments=f.registry(), progress=False)
+    mark = json.loads((out / "work" / "e1" / "seed-0" / ".unit.json").read_text())
+    base0 = out / "raw" / "base" / "seed-0.json"
+    assert mark["needs"] == {"base/seed-0": json.loads(base0.read_text())["id"]}
+    f.interrupt = set()
+    # its need's record is not the one it started from: refused before anything runs
+    base0.write_text(json.dumps({**json.loads(base0.read_text()), "id": "another"}))
+    with pytest.raises(ValueError, match=r"^unit e1/seed-0 .* was started from another result of base/seed-0 \(its "
+                                         r"work folder is unfinished\); "):
+        reproduce(SMOKE, out, only=("E1",), experiments=f.registry(), progress=False)
+    # its own settings changed (e1 is listed with another offset): --supersede moves its work folder and reruns it
+    e1 = f.experiment("E1", "ab", lambda b: [f.unit(f"base/seed-{s}", seed=s) for s in b.seeds] + [
+        f.unit(f"e1/seed-{s}", needs=(f"base/seed-{s}",), seed=s, offset=9.0) for s in b.seeds])
+    (out / "work" / "e1" / "seed-0" / ".unit.json").write_text(json.dumps({**mark, "needs": {}}))
+    with pytest.raises(ValueError, match=r"^unit e1/seed-0 .* was started with other settings"):
+        reproduce(SMOKE, out, experiments=collect([e1]), progress=False)
+    reproduce(SMOKE, out, experiments=collect([e1]), progress=False, supersede_stale=True)
+    moved = next((out / "superseded").iterdir())
+    assert (moved / "work" / "e1" / "seed-0" / ".unit.json").is_file()
+    assert json.loads((out / "raw" / "e1" / "seed-0.json").read_text())["raw"]["value"] == pytest.approx(10.0)
+
+
 def test_another_budget_in_the_same_folder_is_refused(tmp_path):
     f = Fakes()
     reproduce(SMOKE, tmp_path / "o", only=("E3",), experiments=f.registry(), progress=False)
