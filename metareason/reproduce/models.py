@@ -32,7 +32,7 @@ LAB_MODEL_STEPS = 2400
 """SFT steps of the probe experiments' model at the "lab" budget, 7 x 288 packed tokens each.
 The first lab run used 1000: its models were not shown above chance (sampled accuracy 0.087
 [0.078, 0.098], below the 0.1 the verdict rule asks for), so E2, E3 and E5 could not come out
-either way; its results are kept in runs/.../superseded/. 2400 was chosen from the arith-long
+either way; its results are in git at commit f4d3b79. 2400 was chosen from the arith-long
 preset's greedy learning curve (0.52 at 1700 steps, 0.88 at 2550, 0.97 at 3400; BENCHMARKS.md),
 before any claim was measured with it: well above chance while the model still writes incorrect
 samples of its own to probe (E3), at about 7 min a seed on 2 CPU cores."""

@@ -197,7 +197,8 @@ def write_experiments_md(report_json: str | Path | Mapping[str, Any], path: str 
             text += [f"## {name}: {exp['title']}", ""] + [f"![{name}]({Path(where) / fig})" for fig in figs] + [""]
     if discussion is not None:
         text += ["## Discussion (written after the run; not generated)", "",
-                 f"From [{Path(discussion).name}]({os.path.relpath(Path(discussion).absolute(), path.absolute().parent)}).",
+                 f"From [{Path(discussion).name}]"
+                 f"({os.path.relpath(Path(discussion).absolute(), path.absolute().parent)}).",
                  "", Path(discussion).read_text().strip(), ""]
     text += ["## Superseded", "",
              "The earlier single-seed tables of this file are kept in "

@@ -22,7 +22,8 @@ skipped (never rerun); one with other settings, or computed from a result of a n
 changed since (`finished_units`), is refused (one line naming the unit and why; nothing runs,
 nothing is written), or with --supersede moved to superseded/ with its dependents and rerun. A
 unit that raises is recorded, the units that do not need it still run, and its experiments'
-claims are reported "not measured". Budget "full" runs nothing: the report lists the full-scale commands of experiments/full_scale.py.
+claims are reported "not measured". Budget "full" runs nothing: the report lists the full-scale
+commands of experiments/full_scale.py.
 """
 
 from __future__ import annotations
@@ -362,15 +363,15 @@ def reproduce(budget: Budget, out: str | Path, *, only: Sequence[str] = (),
             else:
                 folder = out / "work" / u.key
                 folder.mkdir(parents=True, exist_ok=True)
-                _write_atomic(folder / UNIT_MARK, {"key": u.key, "digest": digest(_json(u.settings)),
-                                                   "needs": {n: done[n].get("id") for n in u.needs}})
+                mark = {"key": u.key, "digest": digest(_json(u.settings)),
+                        "needs": {n: done[n].get("id") for n in u.needs}}
+                _write_atomic(folder / UNIT_MARK, mark)
                 inputs = {n: (done[n]["raw"]) for n in u.needs}
                 t0 = time.perf_counter()
                 try:
                     raw = u.run(folder, inputs)
                     seconds = time.perf_counter() - t0
-                    record = {"key": u.key, "settings": _json(u.settings), "digest": digest(_json(u.settings)),
-                              "id": uuid.uuid4().hex, "needs": {n: done[n].get("id") for n in u.needs},
+                    record = {**mark, "settings": _json(u.settings), "id": uuid.uuid4().hex,
                               "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                               "seconds": seconds, "raw": _json(raw)}
                     _write_atomic(_raw_path(out, u.key), record)

@@ -85,8 +85,8 @@ E9_QUESTIONS = 400
 """Training questions per family of E9 (the lab's train_size is per family)."""
 E11_NS = (1, 16)
 """update_n of E11's arms. (1, 4, 16) before the second lab run; cut to its two ends by the rule this
-module's docstring fixed before the first run ("if the lab run exceeds 90 min, cut E11 to update_n
-(1, 16) before anything else"): the claims compare only these two."""
+module's docstring fixed before the first run (commit f4d3b79: "if the lab run exceeds 90 min, cut
+E11 to update_n (1, 16) before anything else"): the claims compare only these two."""
 E11_STEPS = 12
 TRAINED_FAMILIES = ("arith", "addition")
 ALL_FAMILIES = ("arith", "addition", "linear", "pointer")
@@ -490,6 +490,12 @@ def _summarise_e11(budget, raws, figures):
 
 # ----- figures -----------------------------------------------------------------------------------
 
+def _percent_bars(ivs: Sequence[Interval]) -> tuple[list[float], list[list[float]]]:
+    """Estimates and matplotlib's asymmetric yerr [[below], [above]] of rate intervals, in percent."""
+    return ([100 * iv.estimate for iv in ivs],
+            [[100 * (iv.estimate - iv.low) for iv in ivs], [100 * (iv.high - iv.estimate) for iv in ivs]])
+
+
 def arms_figure(raws: Mapping[str, dict], arms: Mapping[str, str], seeds: Sequence[int], ks: Sequence[int],
                 main_k: int, figures: Path | None, name: str, title: str) -> str:
     """Pass@k and mG-Pass@k against k (95% two-level bootstrap intervals over seeds x questions),
@@ -501,9 +507,7 @@ def arms_figure(raws: Mapping[str, dict], arms: Mapping[str, str], seeds: Sequen
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     for j, (label, arm) in enumerate(arms.items()):
         for ax, metric in zip(axes[:2], ("pass", "mg-pass")):
-            ivs = [bootstrap_interval(pooled(raws, arm, seeds, f"{metric}@{k}")) for k in ks]
-            est = np.array([100 * iv.estimate for iv in ivs])
-            err = np.array([[100 * (iv.estimate - iv.low) for iv in ivs], [100 * (iv.high - iv.estimate) for iv in ivs]])
+            est, err = _percent_bars([bootstrap_interval(pooled(raws, arm, seeds, f"{metric}@{k}")) for k in ks])
             ax.errorbar(np.asarray(ks) * (1 + 0.03 * (j - len(arms) / 2)), est, yerr=err, marker="o", capsize=3,
                         label=label)
         per_seed = pooled(raws, arm, seeds, f"pass@{main_k}").mean(axis=1)
@@ -528,10 +532,8 @@ def families_figure(raws: Mapping[str, dict], seeds: Sequence[int], k: int, figu
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for j, arm in enumerate(("base-all", "sft-long-fams")):
-        ivs = [bootstrap_interval(pooled(raws, arm, seeds, f"pass@{k}", f)) for f in ALL_FAMILIES]
-        ax.bar(np.arange(len(ALL_FAMILIES)) + 0.4 * (j - 0.5), [100 * iv.estimate for iv in ivs], width=0.4,
-               yerr=[[100 * (iv.estimate - iv.low) for iv in ivs], [100 * (iv.high - iv.estimate) for iv in ivs]],
-               capsize=3, label=arm)
+        est, err = _percent_bars([bootstrap_interval(pooled(raws, arm, seeds, f"pass@{k}", f)) for f in ALL_FAMILIES])
+        ax.bar(np.arange(len(ALL_FAMILIES)) + 0.4 * (j - 0.5), est, width=0.4, yerr=err, capsize=3, label=arm)
     ax.set_xticks(range(len(ALL_FAMILIES)),
                   [f + (" (trained)" if f in TRAINED_FAMILIES else "") for f in ALL_FAMILIES], fontsize=8)
     ax.set_ylabel(f"Pass@{k} (%)")
